@@ -1,0 +1,132 @@
+"""The one exception tree of gwproactor.
+
+Every exception the library raises on purpose derives from :class:`GwProactorError`.
+Messages say what was wrong and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class GwProactorError(Exception):
+    """Base class of every error gwproactor raises on purpose."""
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigError(GwProactorError):
+    """Settings could not be loaded: names the variable and the problem."""
+
+
+# --- messages and codec ----------------------------------------------------
+
+
+class DecodeError(GwProactorError):
+    """Bytes or a JSON object could not be decoded into a :class:`~gwproactor.message.Message`.
+
+    The message names the problem (not JSON, not an object, a missing field, a
+    wrong type, an unknown ``TypeName`` ...).
+    """
+
+
+class EncodeError(GwProactorError):
+    """A message or payload could not be encoded."""
+
+
+class UnknownTypeError(DecodeError):
+    """A payload's ``TypeName`` is not registered (and is not a ``gridworks.event.*``)."""
+
+
+class TopicError(DecodeError):
+    """An MQTT topic does not follow ``gw/<src>/to/<dst>/<type>`` or does not match the link."""
+
+
+# --- actors and routing ----------------------------------------------------
+
+
+class DuplicateActorError(GwProactorError):
+    """An actor with the same name is already registered with the proactor."""
+
+
+class UnknownActorError(GwProactorError, KeyError):
+    """No actor is registered under that name."""
+
+
+# --- MQTT ------------------------------------------------------------------
+
+
+class MQTTError(GwProactorError):
+    """Base class of MQTT connection errors."""
+
+
+class NotConnectedError(MQTTError):
+    """Publish was attempted while the broker connection is not connected.
+
+    Queueing while disconnected is the link layer's job (the event store and outbox).
+    """
+
+
+class ConnectionRefusedByBroker(MQTTError):
+    """The broker answered CONNECT with a refusing CONNACK (bad credentials, not authorised ...)."""
+
+    def __init__(self, reason_code: int, reason: str) -> None:
+        super().__init__(f"broker refused the connection: {reason} (CONNACK code {reason_code})")
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+class SubscriptionFailed(MQTTError):
+    """The broker answered SUBSCRIBE with a failure code (0x80) for a topic filter."""
+
+
+class PublishFailed(MQTTError):
+    """A publish was lost because the connection went away before it completed."""
+
+
+# --- links -----------------------------------------------------------------
+
+
+class LinkError(GwProactorError):
+    """Base class of link errors."""
+
+
+class UnknownLinkError(LinkError, KeyError):
+    """No link is configured under that name."""
+
+
+class AckTimeout(LinkError):
+    """No ``gridworks.ack`` arrived for an ack-required message within the ack timeout."""
+
+
+class LinkDown(LinkError):
+    """The link went down (or was stopped) while a message waited for its ack."""
+
+
+# --- event store -----------------------------------------------------------
+
+
+class StoreError(GwProactorError):
+    """Base class of event store errors."""
+
+
+class StoreFull(StoreError):
+    """The store is at its size bound and its full policy is ``reject_new``."""
+
+
+class StoreClosed(StoreError):
+    """The store was used after :meth:`close`."""
+
+
+class EventNotFound(StoreError, KeyError):
+    """No pending event has that id."""
+
+
+class CorruptRecord(StoreError):
+    """A stored record failed its length or CRC check, or could not be decoded."""
+
+
+# --- operations ------------------------------------------------------------
+
+
+class ShutdownRequested(GwProactorError):
+    """Raised into waiting Deferreds when the proactor shuts down."""

@@ -1,0 +1,170 @@
+"""The zope.interface contracts between gwproactor's parts.
+
+Every implementation (and every fake in :mod:`gwproactor_test`) is checked
+against these with :func:`zope.interface.verify.verifyObject` in the tests.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from zope.interface import Attribute, Interface
+
+
+class IActor(IService):
+    """A live actor hosted by a proactor.
+
+    Lifecycle comes from :class:`twisted.application.service.IService`
+    (``startService`` / ``stopService``); ``name`` is the routing name.
+    """
+
+    def receive(message):
+        """Handle one :class:`~gwproactor.message.Message` routed to this actor.
+
+        May return ``None`` or a Deferred.  An exception (or a failed Deferred)
+        is logged, counted and reported; it never stops the proactor.
+        """
+
+
+class IProactor(Interface):
+    """What actors and applications may ask of their proactor."""
+
+    name = Attribute("The proactor's long name (``Src`` of what it sends).")
+    reactor = Attribute("The injected reactor.")
+
+    def add_actor(actor):
+        """Host ``actor`` (an :class:`IActor`); raise DuplicateActorError if the name is taken."""
+
+    def get_actor(name):
+        """Return the actor named ``name``; raise UnknownActorError if there is none."""
+
+    def send(message):
+        """Route ``message`` to the actor named by ``message.header.dst`` (FIFO per sender)."""
+
+    def send_threadsafe(message):
+        """Like :meth:`send`, callable from any thread."""
+
+
+class ICodec(Interface):
+    """Turns messages into bytes and back."""
+
+    def encode(message):
+        """Return the JSON bytes of ``message``; raise EncodeError."""
+
+    def decode(data):
+        """Return the :class:`~gwproactor.message.Message` in ``data``; raise DecodeError."""
+
+
+class IBrokerObserver(Interface):
+    """Told about a broker connection's state; a link observes its broker connection."""
+
+    def broker_connected(client):
+        """A CONNACK accepting the connection arrived."""
+
+    def broker_disconnected(client, reason):
+        """The connection was lost or closed; ``reason`` is a short human-readable string."""
+
+    def broker_subscribed(client, topic_filter, granted_qos):
+        """The broker acknowledged the subscription of ``topic_filter``."""
+
+    def broker_subscribe_failed(client, topic_filter, reason):
+        """The broker refused the subscription of ``topic_filter`` (SUBACK 0x80)."""
+
+
+class IMQTTClient(Interface):
+    """One connection to one MQTT broker, shared by the links that use it.
+
+    It reconnects by itself and re-subscribes every registered topic filter
+    after every CONNACK.  It never queues publishes while disconnected.
+    """
+
+    name = Attribute("Name of this broker connection (for logs and stats).")
+    is_connected = Attribute("True between an accepting CONNACK and the loss of the connection.")
+    is_fully_subscribed = Attribute("True while connected and every registered filter has a successful SUBACK.")
+
+    def add_subscription(topic_filter, qos, on_message):
+        """Register ``topic_filter``; ``on_message(topic: str, payload: bytes)`` gets its messages.
+
+        Subscribes at once when connected, and again after every CONNACK.
+        """
+
+    def remove_subscription(topic_filter):
+        """Forget ``topic_filter`` (and unsubscribe when connected)."""
+
+    def is_subscribed(topic_filter):
+        """True if ``topic_filter`` has a successful SUBACK on the current connection."""
+
+    def publish(topic, payload, qos):
+        """Publish ``payload`` (bytes) to ``topic``.
+
+        Returns a Deferred: QoS 0 fires once handed to the transport, QoS 1 on PUBACK.
+        Fails at once with NotConnectedError when disconnected.
+        """
+
+    def add_observer(observer):
+        """Tell ``observer`` (an :class:`IBrokerObserver`) about state changes from now on."""
+
+    def remove_observer(observer):
+        """Stop telling ``observer``."""
+
+    def when_connected():
+        """A Deferred that fires (with this client) once connected; at once if connected now."""
+
+    def when_subscribed():
+        """A Deferred that fires once fully subscribed; at once if so now."""
+
+    def drop_connection():
+        """Close the current connection abruptly (tests, fault handling); it reconnects by itself."""
+
+
+class IEventStore(Interface):
+    """Durable storage of outgoing events until the upstream peer acknowledges them.
+
+    Ids are the events' ``MessageId`` strings; payloads are opaque bytes (the
+    encoded event).  The order of :meth:`pending_ids` is append order.
+    """
+
+    def append(event_id, payload):
+        """Store ``payload`` under ``event_id``.
+
+        Returns a Deferred that fires (with ``event_id``) when the event is durable
+        under the store's sync policy; errbacks with StoreFull / StoreClosed.
+        Appending an id that is already pending is a no-op whose Deferred fires.
+        """
+
+    def pending_ids():
+        """Return a list of the ids not yet acknowledged, oldest first."""
+
+    def read(event_id):
+        """Return the stored bytes of a pending event; raise EventNotFound / CorruptRecord."""
+
+    def ack(event_id):
+        """Mark ``event_id`` delivered; returns True if it was pending, False otherwise."""
+
+    def set_aside(event_id, reason):
+        """Remove a pending event that cannot be sent (undecodable), keeping its bytes aside for inspection."""
+
+    def stats():
+        """Return a dict of counters (pending, pending_bytes, oldest_age_s, set_aside, dropped, ...)."""
+
+    def close():
+        """Flush and close; returns a Deferred."""
+
+
+class IReceivedIds(Interface):
+    """A bounded, persisted window of recently accepted incoming event ids (receiver-side dedup)."""
+
+    def seen(event_id):
+        """True if ``event_id`` was accepted before (within the window)."""
+
+    def remember(event_id):
+        """Record ``event_id`` as accepted; the oldest ids leave the window when it is full."""
+
+
+class IClock(Interface):
+    """The part of IReactorTime the library uses (``twisted.internet.task.Clock`` provides it)."""
+
+    def seconds():
+        """Current time in seconds."""
+
+    def callLater(delay, f, *args, **kw):
+        """Schedule ``f``; returns an IDelayedCall."""

@@ -1,0 +1,1 @@
+"""pytest plugin of gwproactor_test (registered through the ``pytest11`` entry point)."""
