@@ -1,0 +1,763 @@
+"""Proactor settings: frozen attrs classes, and a loader that fills them from environment variables and a ``.env`` file.
+
+Naming scheme
+-------------
+A variable is ``<PREFIX>_<FIELD>``; nested settings are joined with ``__``; a dict-valued field takes the
+entry name as one more level.  Names after the prefix are case-insensitive (dict keys are lower-cased)::
+
+    SCADA_LONG_NAME=d1.isone.ct.newhaven.orange1.scada
+    SCADA_STORE__SYNC_POLICY=always
+    SCADA_STORE__MAX_BYTES=256MiB
+    SCADA_BROKERS__CLOUD__HOST=mqtt.example.com
+    SCADA_BROKERS__CLOUD__TLS=true                  # TLS with the system trust store, or ...
+    SCADA_BROKERS__CLOUD__TLS__CA_FILE=/etc/scada/ca.pem   # ... any TLS field enables TLS
+    SCADA_LINKS__PARENT__PEER_LONG_NAME=d1.isone.ct.newhaven.orange1
+    SCADA_LINKS__PARENT__BROKER=cloud
+    SCADA_LOGGING__LEVELS=io_loop=DEBUG,comm_event=INFO    # whole dict, or one entry:
+    SCADA_LOGGING__LEVELS__LIFECYCLE=DEBUG
+
+Values are converted by the field's annotation: ``str``, ``int`` (``1_000`` allowed; byte sizes such as ``64KiB``,
+``512MiB``, ``1GB`` where the field is a byte count), ``float`` (finite), ``bool`` (true/false, yes/no, on/off,
+1/0), ``Path`` (``~`` expanded), ``Literal`` choices (case-insensitive), ``X | None`` (an empty value means
+``None``), ``dict[str, scalar]`` (``key=value,key=value``) and nested attrs classes.
+
+Precedence: keyword overrides > the environment > the ``.env`` file > the class defaults.  Every variable that
+starts with ``<PREFIX>_`` must name a setting (typos are errors, unless ``strict=False``).  All problems are
+collected and raised together as :class:`InvalidSettings` (a :class:`~gwproactor.errors.ConfigError`), each naming
+its variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import attrs
+from twisted.logger import LogLevel
+
+from gwproactor.errors import ConfigError
+
+__all__ = [
+    "AppPaths",
+    "BrokerSettings",
+    "FullPolicy",
+    "HTTPSettings",
+    "InvalidSettings",
+    "LOG_CATEGORIES",
+    "LinkSettings",
+    "LogLevelName",
+    "LoggingSettings",
+    "ProactorSettings",
+    "StoreSettings",
+    "SyncPolicy",
+    "TLSSettings",
+    "load_settings",
+    "parse_dotenv",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+FullPolicy = Literal["drop_oldest", "reject_new"]
+SyncPolicy = Literal["always", "group", "never"]
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: Logging categories the library itself uses (applications may add their own).
+LOG_CATEGORIES = ("lifecycle", "message_summary", "comm_event", "io_loop")
+
+_TWISTED_LEVELS = {
+    "DEBUG": LogLevel.debug,
+    "INFO": LogLevel.info,
+    "WARNING": LogLevel.warn,
+    "ERROR": LogLevel.error,
+    "CRITICAL": LogLevel.critical,
+}
+
+# Field metadata keys understood by the loader and by ``to_dict``.
+_SECRET = "gwproactor.secret"  # hidden in repr, to_dict and error messages
+_BYTES = "gwproactor.bytes"  # an int that also accepts KiB/MiB/GB suffixes
+_FILE = "gwproactor.file"  # a Path that must name an existing file when loaded
+_LOWER = "gwproactor.lower"  # a str lower-cased when loaded (names of dict entries)
+
+
+class InvalidSettings(ConfigError):
+    """Settings could not be loaded; :attr:`problems` holds one line per problem, each naming its variable."""
+
+    def __init__(self, problems: typing.Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{len(self.problems)} settings problems:\n{lines}"
+        super().__init__(message)
+
+
+# --- validators (per field; the loader runs each one and names the variable) ----
+
+
+def _check(predicate: typing.Callable[[Any], bool], text: str) -> typing.Callable[[Any, Any, Any], None]:
+    def validate(instance: Any, attribute: Any, value: Any) -> None:
+        if value is not None and not predicate(value):
+            raise ValueError(text)
+
+    return validate
+
+
+_positive = _check(lambda v: v > 0, "must be greater than 0")
+_non_negative = _check(lambda v: v >= 0, "must be 0 or more")
+_non_empty = _check(lambda v: isinstance(v, str) and v.strip() != "", "must not be empty")
+_port = _check(lambda v: isinstance(v, int) and 1 <= v <= 65535, "must be a port number from 1 to 65535")
+_port_or_zero = _check(lambda v: isinstance(v, int) and 0 <= v <= 65535, "must be a port number from 0 (any) to 65535")
+_keepalive = _check(lambda v: 0 < v <= 65535, "must be greater than 0 and at most 65535 seconds")
+_qos = _check(lambda v: v in (0, 1), "must be 0 or 1")
+_endpoint = _check(
+    lambda v: re.match(r"[A-Za-z][A-Za-z0-9+]*:", v) is not None,
+    "must be a Twisted client endpoint string such as 'tcp:host=mqtt.example.com:port=1883'",
+)
+_NAME = re.compile(r"[^\s/+#\-]+\Z")
+_name = _check(
+    lambda v: isinstance(v, str) and _NAME.match(v) is not None,
+    "must be non-empty without whitespace, '/', '+', '#' or '-' (names go into MQTT topics, where '.' becomes '-')",
+)
+_app_name = _check(
+    lambda v: isinstance(v, str) and re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z", v) is not None,
+    "must be a plain directory name (letters, digits, '.', '_', '-')",
+)
+
+
+def _choices(*allowed: Any) -> typing.Callable[[Any, Any, Any], None]:
+    return _check(lambda v: v in allowed, "must be one of " + ", ".join(repr(a) for a in allowed))
+
+
+def _after_heartbeat(instance: Any, attribute: Any, value: float) -> None:
+    if not value > instance.heartbeat_s:
+        raise ValueError(f"must be greater than heartbeat_s ({instance.heartbeat_s})")
+
+
+def _at_least_initial(instance: Any, attribute: Any, value: float) -> None:
+    if not value >= instance.backoff_initial_s:
+        raise ValueError(f"must be at least backoff_initial_s ({instance.backoff_initial_s})")
+
+
+def _within_max_bytes(instance: Any, attribute: Any, value: int) -> None:
+    if not 0 < value <= instance.max_bytes:
+        raise ValueError(f"must be greater than 0 and at most max_bytes ({instance.max_bytes})")
+
+
+def _key_needs_cert(instance: Any, attribute: Any, value: Path | None) -> None:
+    if value is not None and instance.cert_file is None:
+        raise ValueError("needs cert_file as well (the client certificate it belongs to)")
+
+
+def _levels(instance: Any, attribute: Any, value: Mapping[str, str]) -> None:
+    for category, level in value.items():
+        if not re.match(r"[a-z0-9_.]+\Z", category):
+            raise ValueError(f"category {category!r} must be lower-case letters, digits, '_' or '.'")
+        if level not in _TWISTED_LEVELS:
+            raise ValueError(f"level {level!r} of {category!r} must be one of {', '.join(_TWISTED_LEVELS)}")
+
+
+def _named_entries(kind: type) -> typing.Callable[[Any, Any, Any], None]:
+    def validate(instance: Any, attribute: Any, value: Mapping[str, Any]) -> None:
+        for key, entry in value.items():
+            if not isinstance(key, str) or _NAME.match(key) is None:
+                raise ValueError(f"entry name {key!r} must be non-empty without whitespace, '/', '+', '#' or '-'")
+            if not isinstance(entry, kind):
+                raise ValueError(f"entry {key!r} must be a {kind.__name__}, not {type(entry).__name__}")
+
+    return validate
+
+
+def _secret_repr(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+# --- settings classes ------------------------------------------------------------
+
+
+class _Settings:
+    """Mixin: a redacted plain-dict view for logs and stats."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as plain JSON-able data; secrets (passwords) are shown as ``'***'``."""
+        return _plain(self)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class TLSSettings(_Settings):
+    """TLS for a broker connection.  With no files: the system trust store and no client certificate."""
+
+    #: PEM file of the CA certificates to trust instead of the system store.
+    ca_file: Path | None = attrs.field(default=None, metadata={_FILE: True})
+    #: PEM client certificate (may also hold the key).
+    cert_file: Path | None = attrs.field(default=None, metadata={_FILE: True})
+    #: PEM private key of the client certificate, when not in ``cert_file``.
+    key_file: Path | None = attrs.field(default=None, validator=_key_needs_cert, metadata={_FILE: True})
+    check_hostname: bool = True
+
+
+@attrs.define(frozen=True, kw_only=True)
+class BrokerSettings(_Settings):
+    """One MQTT broker connection (shared by the links that name it).
+
+    ``endpoint`` (a :func:`twisted.internet.endpoints.clientFromString` description), when set, wins over
+    ``host``/``port``/``tls``.  ``port`` stays 1883 with TLS unless you set it (8883 is the usual TLS port).
+    """
+
+    endpoint: str | None = attrs.field(default=None, validator=_endpoint)
+    host: str = attrs.field(default="localhost", validator=_non_empty)
+    port: int = attrs.field(default=1883, validator=_port)
+    tls: TLSSettings | None = None
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=_secret_repr, metadata={_SECRET: True})
+    #: MQTT client id; ``None`` lets the connection derive one.
+    client_id: str | None = None
+    keepalive_s: float = attrs.field(default=60.0, validator=_keepalive)
+    backoff_initial_s: float = attrs.field(default=0.5, validator=_positive)
+    backoff_cap_s: float = attrs.field(default=60.0, validator=_at_least_initial)
+    connect_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class LinkSettings(_Settings):
+    """One link to a peer process over a broker.
+
+    Timing: each side sends a ping after ``heartbeat_s`` without sending; the link leaves ``active`` when nothing
+    is received for ``receive_deadline_s`` (must exceed ``heartbeat_s``; 3 heartbeats by default, so one lost
+    ping does not flap the link) or an ack takes longer than ``ack_timeout_s`` (gridworks 4.x uses 5 s).
+    """
+
+    peer_long_name: str = attrs.field(validator=_name)
+    peer_short_name: str = attrs.field(validator=_name)
+    #: Name of the :class:`BrokerSettings` entry in :attr:`ProactorSettings.brokers`.
+    broker: str = attrs.field(default="default", validator=_non_empty, metadata={_LOWER: True})
+    #: Events are delivered to upstream links.
+    upstream: bool = False
+    ack_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    heartbeat_s: float = attrs.field(default=10.0, validator=_positive)
+    receive_deadline_s: float = attrs.field(default=30.0, validator=_after_heartbeat)
+    #: At most this many unacked events in flight on the link.
+    window: int = attrs.field(default=50, validator=_positive)
+    qos: int = attrs.field(default=1, validator=_qos)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class StoreSettings(_Settings):
+    """The durable event store.  ``directory`` ``None`` means ``AppPaths.event_store_dir`` (see ``resolve_paths``).
+
+    ``full_policy`` defaults to ``drop_oldest``: a SCADA box keeps recording and loses its oldest backlog (and
+    reports it) rather than refusing new events.
+    """
+
+    directory: Path | None = None
+    max_bytes: int = attrs.field(default=512 * MiB, validator=_positive, metadata={_BYTES: True})
+    full_policy: FullPolicy = attrs.field(default="drop_oldest", validator=_choices(*typing.get_args(FullPolicy)))
+    sync_policy: SyncPolicy = attrs.field(default="group", validator=_choices(*typing.get_args(SyncPolicy)))
+    group_commit_ms: float = attrs.field(default=10.0, validator=_positive)
+    segment_bytes: int = attrs.field(default=4 * MiB, validator=_within_max_bytes, metadata={_BYTES: True})
+    #: How many recently accepted event ids the receiving side remembers to drop duplicates.
+    received_window: int = attrs.field(default=10_000, validator=_positive)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class LoggingSettings(_Settings):
+    """Log levels: a base level and per-category levels (see :data:`LOG_CATEGORIES`)."""
+
+    base_level: LogLevelName = attrs.field(default="INFO", validator=_choices(*_TWISTED_LEVELS))
+    levels: dict[str, LogLevelName] = attrs.field(factory=dict, validator=_levels)
+    #: ``None`` means ``AppPaths.log_dir`` (see ``resolve_paths``).
+    log_dir: Path | None = None
+
+    def level_for(self, category: str | None = None) -> str:
+        """Return the level name for ``category`` (the base level when it has none of its own)."""
+        return self.levels.get(category, self.base_level) if category is not None else self.base_level
+
+    def log_level_for(self, category: str | None = None) -> LogLevel:
+        """Return :meth:`level_for` as a :class:`twisted.logger.LogLevel`."""
+        return _TWISTED_LEVELS[self.level_for(category)]
+
+
+@attrs.define(frozen=True, kw_only=True)
+class HTTPSettings(_Settings):
+    """The optional HTTP server (health, stats).  ``port`` 0 picks a free port."""
+
+    enabled: bool = False
+    host: str = attrs.field(default="127.0.0.1", validator=_non_empty)
+    port: int = attrs.field(default=8080, validator=_port_or_zero)
+
+
+def _links_use_known_brokers(instance: Any, attribute: Any, value: Mapping[str, LinkSettings]) -> None:
+    _named_entries(LinkSettings)(instance, attribute, value)
+    for name, link in value.items():
+        if link.broker not in instance.brokers:
+            have = ", ".join(sorted(instance.brokers)) or "none"
+            raise ValueError(f"link {name!r} names broker {link.broker!r}, which is not configured (brokers: {have})")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ProactorSettings(_Settings):
+    """Everything a proactor process is configured with."""
+
+    long_name: str = attrs.field(validator=_name)
+    short_name: str = attrs.field(validator=_name)
+    #: Directory name under the XDG base directories.
+    app_name: str = attrs.field(default="gwproactor", validator=_app_name)
+    brokers: dict[str, BrokerSettings] = attrs.field(
+        factory=lambda: {"default": BrokerSettings()}, validator=_named_entries(BrokerSettings)
+    )
+    links: dict[str, LinkSettings] = attrs.field(factory=dict, validator=_links_use_known_brokers)
+    store: StoreSettings = attrs.field(factory=StoreSettings)
+    logging: LoggingSettings = attrs.field(factory=LoggingSettings)
+    http: HTTPSettings = attrs.field(factory=HTTPSettings)
+    shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+
+    def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
+        """Return a copy whose unset directories (store, logs) come from ``paths`` (default: for ``app_name``)."""
+        paths = paths if paths is not None else AppPaths.for_app(self.app_name)
+        store, log = self.store, self.logging
+        if store.directory is None:
+            store = attrs.evolve(store, directory=paths.event_store_dir)
+        if log.log_dir is None:
+            log = attrs.evolve(log, log_dir=paths.log_dir)
+        return attrs.evolve(self, store=store, logging=log)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class AppPaths(_Settings):
+    """XDG base directories of one application (``$XDG_*_HOME`` when set and absolute, else under ``$HOME``)."""
+
+    app_name: str
+    config_dir: Path
+    data_dir: Path
+    state_dir: Path
+    log_dir: Path
+    event_store_dir: Path
+    #: Conventional ``.env`` location; pass it to :func:`load_settings` explicitly if you want it.
+    dotenv_file: Path
+
+    @classmethod
+    def for_app(cls, app_name: str, env: Mapping[str, str] | None = None) -> AppPaths:
+        """Compute the paths of ``app_name`` from ``env`` (default :data:`os.environ`); nothing is created."""
+        try:
+            _app_name(None, None, app_name)
+        except ValueError as e:
+            raise ConfigError(f"app name {app_name!r} {e}") from None
+        env = os.environ if env is None else env
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+        def base(variable: str, default: str) -> Path:
+            value = env.get(variable, "")
+            return Path(value) if value and Path(value).is_absolute() else home / default
+
+        config_dir = base("XDG_CONFIG_HOME", ".config") / app_name
+        state_dir = base("XDG_STATE_HOME", ".local/state") / app_name
+        return cls(
+            app_name=app_name,
+            config_dir=config_dir,
+            data_dir=base("XDG_DATA_HOME", ".local/share") / app_name,
+            state_dir=state_dir,
+            log_dir=state_dir / "log",
+            event_store_dir=state_dir / "event-store",
+            dotenv_file=config_dir / ".env",
+        )
+
+
+def _plain(value: Any, secret: bool = False) -> Any:
+    if secret and value is not None:
+        return "***"
+    if attrs.has(type(value)):
+        return {
+            f.alias: _plain(getattr(value, f.name), bool(f.metadata.get(_SECRET))) for f in attrs.fields(type(value))
+        }
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- .env files ----------------------------------------------------------------------
+
+_DOTENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _dotenv_value(rest: str) -> str:
+    if rest[:1] in ("'", '"'):
+        quote, out, i = rest[0], [], 1
+        while i < len(rest):
+            c = rest[i]
+            if quote == '"' and c == "\\" and i + 1 < len(rest):
+                out.append(_ESCAPES.get(rest[i + 1], "\\" + rest[i + 1]))
+                i += 2
+                continue
+            if c == quote:
+                tail = rest[i + 1 :].strip()
+                if tail and not tail.startswith("#"):
+                    raise ValueError(f"unexpected text after the closing quote: {tail!r}")
+                return "".join(out)
+            out.append(c)
+            i += 1
+        raise ValueError(f"unterminated {quote} quote (a value must fit on one line)")
+    comment = re.search(r"\s#", rest)
+    return (rest[: comment.start()] if comment else rest).strip()
+
+
+def _parse_dotenv(text: str, source: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    entries: list[tuple[str, str, int]] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if re.match(r"export\s", stripped):
+            stripped = stripped[6:].lstrip()
+        key, sep, rest = stripped.partition("=")
+        key = key.strip()
+        if not sep or not _DOTENV_KEY.match(key):
+            problems.append(f"{source} line {lineno}: expected KEY=VALUE, got {line.strip()[:60]!r}")
+            continue
+        try:
+            entries.append((key, _dotenv_value(rest.strip()), lineno))
+        except ValueError as e:
+            problems.append(f"{source} line {lineno}: {key}: {e}")
+    return entries, problems
+
+
+def parse_dotenv(text: str, source: str = "<string>") -> dict[str, str]:
+    """Parse ``.env`` text: ``KEY=VALUE`` lines, ``#`` comments, an optional ``export`` prefix, single quotes
+    (literal) or double quotes (``\\n \\t \\" \\\\`` escapes); an unquoted value ends at `` #``.
+
+    :raises InvalidSettings: naming ``source`` and the line of every malformed line.
+    """
+    entries, problems = _parse_dotenv(text, source)
+    if problems:
+        raise InvalidSettings(problems)
+    return {key: value for key, value, _ in entries}
+
+
+# --- the loader ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Leaf:
+    name: str  # the variable as written
+    raw: str
+    source: str | None  # "<file> line <n>" for .env values
+
+
+@attrs.define(eq=False)
+class _Node:
+    leaf: _Leaf | None = None
+    children: dict[str, _Node] = attrs.Factory(dict)
+
+    def leaves(self) -> Iterator[_Leaf]:
+        if self.leaf is not None:
+            yield self.leaf
+        for child in self.children.values():
+            yield from child.leaves()
+
+
+_FAILED: Any = object()
+_OMIT: Any = object()
+_OVERRIDE: Any = object()
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _default(field: attrs.Attribute) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return _OMIT if default.takes_self else default.factory()
+    return default
+
+
+def _convert_text(tp: Any, field: attrs.Attribute, raw: str) -> Any:
+    """Convert one raw value by annotation; raise ValueError with what was expected."""
+    text = raw.strip()
+    if tp is bool:
+        word = text.lower()
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("expected a boolean (true/false, yes/no, on/off, 1/0)")
+    if tp is int and field.metadata.get(_BYTES):
+        m = re.fullmatch(r"(\d[\d_]*)\s*(?:([KMGT])(i?B)?)?", text, re.IGNORECASE)
+        if not m:
+            raise ValueError("expected a byte count such as 4096, 64KiB, 512MiB or 1GB")
+        power = " KMGT".index(m.group(2).upper()) if m.group(2) else 0
+        step = 1000 if m.group(3) and m.group(3).upper() == "B" else 1024
+        return int(m.group(1)) * step**power
+    if tp is int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if tp is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    if tp is str:
+        return raw.lower() if field.metadata.get(_LOWER) else raw
+    if tp is Path:
+        if not text:
+            raise ValueError("expected a path")
+        path = Path(text).expanduser()
+        if field.metadata.get(_FILE) and not path.is_file():
+            raise ValueError(f"no such file: {str(path)!r}")
+        return path
+    if typing.get_origin(tp) is Literal:
+        for choice in typing.get_args(tp):
+            if str(choice).lower() == text.lower():
+                return choice
+        raise ValueError("expected one of " + ", ".join(repr(c) for c in typing.get_args(tp)))
+    raise TypeError(f"the settings loader cannot convert {tp!r} (field {field.name!r})")
+
+
+@attrs.define(eq=False)
+class _Loader:
+    prefix: str
+    strict: bool
+    problems: list[str] = attrs.Factory(list)
+
+    def var(self, path: tuple[str, ...]) -> str:
+        return f"{self.prefix}_" + "__".join(p.upper() for p in path)
+
+    def show(self, leaf: _Leaf, field: attrs.Attribute | None) -> str:
+        shown = "'***'" if field is not None and field.metadata.get(_SECRET) else repr(leaf.raw)
+        return f"{leaf.name}={shown}" + (f" ({leaf.source})" if leaf.source else "")
+
+    def unknown(self, node: _Node, path: tuple[str, ...], why: str, known: typing.Iterable[str] = ()) -> None:
+        if not self.strict:
+            return
+        close = difflib.get_close_matches(path[-1], list(known), n=1)
+        hint = f"; did you mean {self.var(path[:-1] + (close[0],))}?" if close else ""
+        for leaf in node.leaves():  # no value shown: a mistyped name may hold a secret
+            source = f" ({leaf.source})" if leaf.source else ""
+            self.problems.append(f"{leaf.name}{source}: {why}{hint}")
+
+    def build(
+        self, cls: type, node: _Node, path: tuple[str, ...], base: Any, overrides: Mapping[str, Any] | None = None
+    ) -> Any:
+        overrides = overrides or {}
+        hints = _hints(cls)
+        fields = {f.alias: f for f in attrs.fields(cls) if f.init}
+        ok = True
+        if node.leaf is not None:
+            example = self.var(path + (next(iter(fields), "field"),))
+            why = f"{cls.__name__} is set through its fields, e.g. {example}"
+            self.problems.append(f"{self.show(node.leaf, None)}: {why}")
+            ok = False
+        for key, child in node.children.items():
+            if key not in fields:
+                self.unknown(child, path + (key,), f"no such setting in {cls.__name__}", fields)
+        values: dict[str, Any] = {}
+        for alias, field in fields.items():
+            child = node.children.get(alias)
+            base_value = getattr(base, field.name) if base is not None else _default(field)
+            if child is not None:
+                value = self.convert(hints[field.name], field, child, path + (alias,), base_value)
+                if value is _FAILED:
+                    ok = False
+                    continue
+            elif base_value is attrs.NOTHING and alias not in overrides:
+                self.problems.append(f"{self.var(path + (alias,))}: required, not set")
+                ok = False
+                continue
+            else:
+                value = base_value
+            if value is not _OMIT:
+                values[alias] = value
+        values.update(overrides)
+        if ok:
+            try:
+                with attrs.validators.disabled():
+                    target: Any = cls(**values)
+            except (ValueError, TypeError) as e:
+                self.problems.append(f"{self.var(path) if path else self.prefix}: {e}")
+                return _FAILED
+        else:
+            # Still check what did convert, so one run reports every problem; validators that need a
+            # field which failed (AttributeError) are skipped.
+            target = types.SimpleNamespace(**{fields[a].name: v for a, v in values.items()})
+        for alias, field in fields.items():
+            if field.validator is None or not hasattr(target, field.name):
+                continue
+            try:
+                field.validator(target, field, getattr(target, field.name))
+            except AttributeError:
+                continue
+            except (ValueError, TypeError) as e:
+                child = node.children.get(alias)
+                if alias in overrides:
+                    where = f"{self.var(path + (alias,))} (override)"
+                elif child is not None and child.leaf is not None:
+                    where = self.show(child.leaf, field)
+                else:
+                    where = self.var(path + (alias,))
+                self.problems.append(f"{where}: {e}")
+                ok = False
+        return target if ok else _FAILED
+
+    def convert(self, tp: Any, field: attrs.Attribute, node: _Node, path: tuple[str, ...], base: Any) -> Any:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (Union, types.UnionType) and type(None) in args:
+            (inner,) = [a for a in args if a is not type(None)]
+            if attrs.has(inner):
+                if node.leaf is not None:
+                    try:
+                        enabled = _convert_text(bool, field, node.leaf.raw)
+                    except ValueError as e:
+                        fields_hint = f"or set its fields as {self.var(path)}__<FIELD>"
+                        self.problems.append(f"{self.show(node.leaf, field)}: {e}, {fields_hint}")
+                        return _FAILED
+                    if not enabled:
+                        if node.children:
+                            for leaf in _Node(children=node.children).leaves():
+                                self.problems.append(f"{self.show(leaf, None)}: conflicts with {node.leaf.name}=false")
+                            return _FAILED
+                        return None
+                    node = _Node(children=node.children)
+                return self.build(inner, node, path, base if isinstance(base, inner) else None)
+            if node.leaf is not None and not node.children and node.leaf.raw.strip() == "":
+                return None
+            tp, origin, args = inner, typing.get_origin(inner), typing.get_args(inner)
+        if attrs.has(tp):
+            return self.build(tp, node, path, base if isinstance(base, tp) else None)
+        if origin in (dict, Mapping):
+            return self.convert_dict(args[1], field, node, path, base)
+        if node.children:
+            for key, child in node.children.items():
+                self.unknown(child, path + (key,), f"{self.var(path)} is a single value, not a group")
+            return _FAILED
+        assert node.leaf is not None
+        try:
+            return _convert_text(tp, field, node.leaf.raw)
+        except ValueError as e:
+            self.problems.append(f"{self.show(node.leaf, field)}: {e}")
+            return _FAILED
+
+    def convert_dict(self, value_tp: Any, field: attrs.Attribute, node: _Node, path: tuple[str, ...], base: Any) -> Any:
+        result = dict(base) if isinstance(base, Mapping) else {}
+        ok = True
+        if attrs.has(value_tp):
+            if node.leaf is not None:
+                example = self.var(path + ("<name>", "<field>"))
+                self.problems.append(f"{self.show(node.leaf, field)}: set entries as {example}")
+                ok = False
+            for key, child in node.children.items():
+                entry = self.build(value_tp, child, path + (key,), result.get(key))
+                if entry is _FAILED:
+                    ok = False
+                else:
+                    result[key] = entry
+            return result if ok else _FAILED
+        if node.leaf is not None:
+            result = {}
+            for item in filter(None, (part.strip() for part in node.leaf.raw.split(","))):
+                key, sep, text = item.partition("=")
+                try:
+                    if not sep or not key.strip():
+                        raise ValueError("expected key=value pairs separated by ','")
+                    result[key.strip().lower()] = _convert_text(value_tp, field, text)
+                except ValueError as e:
+                    self.problems.append(f"{self.show(node.leaf, field)}: entry {item!r}: {e}")
+                    ok = False
+        for key, child in node.children.items():
+            value = self.convert(value_tp, field, child, path + (key,), None)
+            if value is _FAILED:
+                ok = False
+            else:
+                result[key] = value
+        return result if ok else _FAILED
+
+
+def load_settings(
+    cls: type = ProactorSettings,
+    *,
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    dotenv: Path | str | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> Any:
+    """Load ``cls`` (an attrs settings class) from ``<PREFIX>_...`` variables; see the module docs for the names.
+
+    :param prefix: application prefix, e.g. ``"SCADA"`` (case-insensitive, a trailing ``_`` is optional).
+    :param env: the variables to read (default :data:`os.environ`); also the source of ``HOME`` / ``XDG_*``.
+    :param dotenv: a ``.env`` file to read first (the environment wins).  Nothing is read unless given; a given
+        file that does not exist is an error.  ``AppPaths.for_app(name).dotenv_file`` is the usual place.
+    :param strict: when true (default) a ``<PREFIX>_`` variable that names no setting is an error.
+    :param overrides: top-level fields given as Python values; they win over everything (variables under them
+        are still checked).
+    :returns: the instance; if ``cls`` has ``resolve_paths`` and ``app_name`` (as :class:`ProactorSettings` does),
+        unset directories are filled from :meth:`AppPaths.for_app` using ``env``.
+    :raises InvalidSettings: (a :class:`~gwproactor.errors.ConfigError`) listing every problem, each naming its
+        variable (and the ``.env`` file and line it came from).
+    """
+    normalized = prefix.strip().upper().rstrip("_")
+    if not re.match(r"[A-Z][A-Z0-9_]*\Z", normalized):
+        raise ValueError(f"prefix {prefix!r} must be letters, digits and '_', starting with a letter")
+    init_names = {f.alias for f in attrs.fields(cls) if f.init}
+    unknown_overrides = sorted(set(overrides) - init_names)
+    if unknown_overrides:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown_overrides)}")
+    environ = os.environ if env is None else env
+    loader = _Loader(prefix=normalized, strict=strict)
+    leaves: dict[str, _Leaf] = {}
+    if dotenv is not None:
+        path = Path(dotenv)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            loader.problems.append(f"dotenv file not found: {str(path)!r}")
+        except (OSError, UnicodeDecodeError) as e:
+            loader.problems.append(f"dotenv file {str(path)!r} cannot be read: {e}")
+        else:
+            entries, problems = _parse_dotenv(text, str(path))
+            loader.problems.extend(problems)
+            for key, value, lineno in entries:
+                leaves[key] = _Leaf(key, value, f"{path} line {lineno}")
+    for key, value in environ.items():
+        leaves[key] = _Leaf(key, value, None)
+    root = _Node()
+    start = normalized + "_"
+    for key, leaf in leaves.items():
+        if not key.startswith(start):
+            continue
+        segments = key[len(start) :].split("__")
+        if not all(segments):
+            if strict:
+                loader.problems.append(f"{key}: malformed name (an empty part between '__')")
+            continue
+        node = root
+        for segment in segments:
+            node = node.children.setdefault(segment.lower(), _Node())
+        node.leaf = leaf
+    instance = loader.build(cls, root, (), None, overrides)
+    if loader.problems:
+        raise InvalidSettings(loader.problems)
+    if hasattr(instance, "resolve_paths") and hasattr(instance, "app_name"):
+        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ))
+    return instance

@@ -1,0 +1,271 @@
+"""Ack tracking for one link: a Deferred with a timeout per ack-required message, and round-trip statistics.
+
+Which Deferred fires, when, and with what, is described on :class:`AckTracker`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gwproactor.errors import AckTimeout, ConfigError
+
+__all__ = ["AckTracker", "RttStats"]
+
+_log = Logger()
+
+
+@attrs.frozen
+class RttStats:
+    """Round-trip times (send → ack) in seconds.
+
+    ``count`` counts every measured ack since the tracker was made; ``last``,
+    ``p50`` and ``p99`` are ``None`` until the first one.  The percentiles are
+    nearest-rank percentiles over the most recent samples (a bounded reservoir).
+    """
+
+    count: int
+    last: float | None
+    p50: float | None
+    p99: float | None
+
+
+def _nearest_rank(ordered: list[float], percent: float) -> float:
+    rank = max(1, math.ceil(percent / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@attrs.define(eq=False)
+class _InFlight:
+    message_id: str
+    sent_at: float
+    timer: Deferred[float]
+    waiters: list[Deferred[float]] = attrs.field(factory=list)
+    abandoned: bool = False
+
+
+@attrs.define(eq=False)
+class AckTracker:
+    """Deferreds that fire when the peer acks a message, or fail when it does not in time.
+
+    One tracker per link; messages are keyed by their ``MessageId``.
+
+    * :meth:`expect` returns a Deferred.  It fires with the round-trip time in
+      seconds when :meth:`acked` is called for that id, errbacks with
+      :class:`~gwproactor.errors.AckTimeout` after ``timeout`` seconds without an
+      ack (and ``on_timeout(message_id)`` is called first, so the link can leave
+      ``active`` before anyone reacts to the failure), or errbacks with the
+      exception given to :meth:`fail_all` (typically
+      :class:`~gwproactor.errors.LinkDown`).
+    * **The caller owns the returned Deferred and must consume its failure**
+      (``d.addErrback(lambda f: f.trap(AckTimeout, LinkDown))`` or equivalent);
+      the tracker itself never leaves an unhandled failure behind, so
+      timeouts and :meth:`fail_all` produce no "Unhandled error in Deferred"
+      logs for callers that do.
+    * Cancelling the returned Deferred means "I no longer care": that caller is
+      forgotten, and when no caller is left the id is no longer tracked (a later
+      ack for it counts as unknown).
+    * :meth:`expect` for an id already in flight (the message was sent again
+      before its ack) returns a *new* Deferred that settles together with the
+      first one; the timeout still runs from the first :meth:`expect` and the
+      round-trip time is measured from it too.  Counted in ``duplicate_expects``.
+
+    Counters: ``acked_count`` (acks matched in time; ``"acked"`` in :meth:`stats`), ``timeouts``, ``late_acks`` (an ack
+    for an id that timed out or was failed, remembered for the last
+    ``late_window`` such ids; the first such ack only), ``unknown_acks`` (any
+    other ack, duplicates included), ``failed`` (Deferreds settled by
+    :meth:`fail_all`).
+
+    :param clock: provides ``seconds`` and ``callLater`` (a reactor, or a ``Clock`` in tests).
+    :param timeout: seconds to wait for each ack; must be positive.
+    :param on_timeout: called with the message id when an ack times out.  An
+        exception from it is logged and otherwise ignored.
+    :param rtt_window: how many recent round-trip samples the percentiles use.
+    :param late_window: how many timed-out / failed ids are remembered to tell late acks from unknown ones.
+    """
+
+    clock: IReactorTime
+    timeout: float
+    on_timeout: Callable[[str], None]
+    rtt_window: int = 1000
+    late_window: int = 1000
+    acked_count: int = attrs.field(default=0, init=False)
+    timeouts: int = attrs.field(default=0, init=False)
+    late_acks: int = attrs.field(default=0, init=False)
+    unknown_acks: int = attrs.field(default=0, init=False)
+    failed: int = attrs.field(default=0, init=False)
+    duplicate_expects: int = attrs.field(default=0, init=False)
+    _in_flight: dict[str, _InFlight] = attrs.field(factory=dict, init=False)
+    _expired: OrderedDict[str, None] = attrs.field(factory=OrderedDict, init=False)
+    _samples: deque[float] = attrs.field(init=False)
+    _rtt_count: int = attrs.field(default=0, init=False)
+    _rtt_last: float | None = attrs.field(default=None, init=False)
+
+    @_samples.default
+    def _make_samples(self) -> deque[float]:
+        return deque(maxlen=self.rtt_window)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError(f"ack timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.rtt_window < 1 or self.late_window < 0:
+            raise ConfigError(
+                f"rtt_window must be >= 1 and late_window >= 0, got {self.rtt_window!r} and {self.late_window!r}"
+            )
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """How many message ids are waiting for their ack."""
+        return len(self._in_flight)
+
+    def is_expected(self, message_id: str) -> bool:
+        """True if ``message_id`` is waiting for its ack."""
+        return message_id in self._in_flight
+
+    @property
+    def rtt(self) -> RttStats:
+        """Round-trip time statistics (see :class:`RttStats`)."""
+        if not self._samples:
+            return RttStats(count=self._rtt_count, last=self._rtt_last, p50=None, p99=None)
+        ordered = sorted(self._samples)
+        return RttStats(
+            count=self._rtt_count,
+            last=self._rtt_last,
+            p50=_nearest_rank(ordered, 50),
+            p99=_nearest_rank(ordered, 99),
+        )
+
+    def stats(self) -> dict[str, int | float | None]:
+        """Return the counters and RTT figures as a flat dict (for stats endpoints and logs)."""
+        rtt = self.rtt
+        return {
+            "in_flight": self.in_flight,
+            "acked": self.acked_count,
+            "timeouts": self.timeouts,
+            "late_acks": self.late_acks,
+            "unknown_acks": self.unknown_acks,
+            "failed": self.failed,
+            "duplicate_expects": self.duplicate_expects,
+            "rtt_count": rtt.count,
+            "rtt_last_s": rtt.last,
+            "rtt_p50_s": rtt.p50,
+            "rtt_p99_s": rtt.p99,
+        }
+
+    # -- actions -------------------------------------------------------------
+
+    def expect(self, message_id: str) -> Deferred[float]:
+        """Start waiting for the ack of ``message_id`` (call when the message is sent).
+
+        :return: a Deferred firing with the round-trip time in seconds, or failing
+            with :class:`~gwproactor.errors.AckTimeout` or the :meth:`fail_all` reason.
+            The caller must handle its failure.
+        """
+        entry = self._in_flight.get(message_id)
+        if entry is None:
+            timer: Deferred[float] = Deferred()
+            entry = _InFlight(message_id=message_id, sent_at=self.clock.seconds(), timer=timer)
+            timer.addTimeout(self.timeout, self.clock, onTimeoutCancel=self._convert_timeout)
+            timer.addBoth(self._settle, entry)
+            self._in_flight[message_id] = entry
+            self._expired.pop(message_id, None)
+        else:
+            self.duplicate_expects += 1
+        waiter: Deferred[float] = Deferred(canceller=lambda d: self._waiter_cancelled(entry, d))
+        entry.waiters.append(waiter)
+        return waiter
+
+    def acked(self, message_id: str) -> bool:
+        """Record the peer's ack of ``message_id``.
+
+        :return: True if it settled a waiting Deferred (which fires with the
+            round-trip time); False for a late or unknown ack (counted).
+        """
+        entry = self._in_flight.get(message_id)
+        if entry is None:
+            if message_id in self._expired:
+                del self._expired[message_id]
+                self.late_acks += 1
+            else:
+                self.unknown_acks += 1
+            return False
+        rtt = max(0.0, self.clock.seconds() - entry.sent_at)
+        self.acked_count += 1
+        self._rtt_count += 1
+        self._rtt_last = rtt
+        self._samples.append(rtt)
+        entry.timer.callback(rtt)
+        return True
+
+    def fail_all(self, reason: BaseException | Failure) -> int:
+        """Fail every waiting Deferred with ``reason`` (e.g. ``LinkDown(...)`` on link loss or stop).
+
+        Their timers are cancelled; acks that arrive later for these ids count as late.
+
+        :return: how many message ids were waiting.
+        """
+        failure = reason if isinstance(reason, Failure) else Failure(reason)
+        entries = list(self._in_flight.values())
+        self._in_flight.clear()
+        for entry in entries:
+            entry.abandoned = True
+            entry.timer.cancel()  # stops the timeout; _settle ignores the abandoned entry
+            self._remember_expired(entry.message_id)
+            waiters, entry.waiters = entry.waiters, []
+            self.failed += len(waiters)
+            for waiter in waiters:
+                waiter.errback(failure)
+        return len(entries)
+
+    # -- internals -----------------------------------------------------------
+
+    def _convert_timeout(self, result: object, timeout: float) -> Failure:
+        return Failure(AckTimeout(f"no ack within {timeout:g} s; the peer may be gone or overloaded"))
+
+    def _remember_expired(self, message_id: str) -> None:
+        if self.late_window == 0:
+            return
+        self._expired[message_id] = None
+        self._expired.move_to_end(message_id)
+        while len(self._expired) > self.late_window:
+            self._expired.popitem(last=False)
+
+    def _settle(self, result: float | Failure, entry: _InFlight) -> None:
+        if entry.abandoned:
+            return None  # fail_all or cancellation already dealt with it; swallow the CancelledError
+        if self._in_flight.get(entry.message_id) is entry:
+            del self._in_flight[entry.message_id]
+        waiters, entry.waiters = entry.waiters, []
+        if isinstance(result, Failure):
+            self.timeouts += 1
+            self._remember_expired(entry.message_id)
+            try:
+                self.on_timeout(entry.message_id)
+            except Exception:
+                _log.failure("on_timeout callback failed for {message_id}", message_id=entry.message_id)
+            for waiter in waiters:
+                waiter.errback(result)
+        else:
+            for waiter in waiters:
+                waiter.callback(result)
+        return None
+
+    def _waiter_cancelled(self, entry: _InFlight, waiter: Deferred[float]) -> None:
+        if waiter in entry.waiters:
+            entry.waiters.remove(waiter)
+        if not entry.waiters and not entry.abandoned:
+            entry.abandoned = True
+            if self._in_flight.get(entry.message_id) is entry:
+                del self._in_flight[entry.message_id]
+            entry.timer.cancel()
+        # the waiter itself errbacks with CancelledError (no canceller result), which its owner handles
+
