@@ -116,6 +116,28 @@ class IMQTTClient(Interface):
         """Close the current connection abruptly (tests, fault handling); it reconnects by itself."""
 
 
+class ILinkListener(Interface):
+    """What a link tells its owner (the proactor) about."""
+
+    def link_transition(link, transition):
+        """The link's state machine changed state (``transition`` is a ``links.machine.Transition``)."""
+
+    def link_message(link, message):
+        """An ack-required or application message from the peer (not an ack or ping).
+
+        Return ``None`` or a Deferred; the link acks an ack-required message once
+        the result has fired (so "accepted" is the listener's to define: an event is
+        accepted once it is durable or delivered to the application).  If it fails,
+        the message is not acked and the peer sends it again.
+        """
+
+    def link_acked(link, message_id, rtt):
+        """The peer acked ``message_id``; ``rtt`` is None for a late ack (after a timeout or link loss)."""
+
+    def link_problem(link, problem_type, summary, details):
+        """Something went wrong on the link (bad frame, wrong topic ...); ``problem_type`` is error|warning."""
+
+
 class IEventStore(Interface):
     """Durable storage of outgoing events until the upstream peer acknowledges them.
 

@@ -1,0 +1,474 @@
+"""The :class:`Link` service: one peer over one broker connection, with its communication state.
+
+A link is a thin service around the pure :class:`~gwproactor.links.machine.LinkMachine`:
+it turns broker-connection callbacks, frames from the peer, ack timeouts and the
+receive deadline into machine inputs, and turns the machine's transitions into
+comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces.ILinkListener`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gwproactor.errors import AckTimeout, DecodeError, LinkDown, NotConnectedError, PublishFailed, TopicError
+from gwproactor.interfaces import IBrokerObserver
+from gwproactor.links.acks import AckTracker
+from gwproactor.links.liveness import Liveness
+from gwproactor.links.machine import LinkInput, LinkMachine, LinkState, Transition
+from gwproactor.message import Ack, Message, Ping, dashed, make_ack, make_message, parse_topic, subscription_filter, topic_for
+
+__all__ = ["Link", "LinkInstrumentation", "LinkStats"]
+
+
+@attrs.define
+class LinkStats:
+    """Counters of one link."""
+
+    messages_in: Counter = attrs.field(factory=Counter)
+    """Accepted frames from the peer, by TypeName."""
+    messages_out: Counter = attrs.field(factory=Counter)
+    """Frames published to the peer, by TypeName."""
+    comm_events: Counter = attrs.field(factory=Counter)
+    """Comm events generated, by TypeName."""
+    rejected: int = 0
+    """Frames refused because their topic, Src or Dst did not match this link."""
+    decode_errors: int = 0
+    """Frames from the peer that could not be decoded."""
+    publish_failures: int = 0
+    """Publishes that failed (not connected, or the connection dropped)."""
+    acks_sent: int = 0
+    transitions: int = 0
+    dropped_by_instrumentation: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {
+            "messages_in": dict(self.messages_in),
+            "messages_out": dict(self.messages_out),
+            "comm_events": dict(self.comm_events),
+            "rejected": self.rejected,
+            "decode_errors": self.decode_errors,
+            "publish_failures": self.publish_failures,
+            "acks_sent": self.acks_sent,
+            "transitions": self.transitions,
+            "dropped_by_instrumentation": self.dropped_by_instrumentation,
+        }
+
+
+@attrs.define(eq=False)
+class LinkInstrumentation:
+    """Fault-injection switches of a link, for tests (``gwproactor_test`` drives them).
+
+    * ``hold_acks``: acks we owe the peer are kept instead of published, until
+      :meth:`Link.release_acks`.
+    * ``hold_subacks``: broker SUBACK notifications for this link are kept, until
+      :meth:`Link.release_subacks`.
+    * ``drop_incoming``: frames from the broker are dropped (counted) before they
+      reach the link.
+    * ``hold_outgoing``: every frame we would publish (acks included) is kept, until
+      :meth:`Link.release_outgoing`.
+    """
+
+    hold_acks: bool = False
+    hold_subacks: bool = False
+    drop_incoming: bool = False
+    hold_outgoing: bool = False
+    held_acks: list[str] = attrs.field(factory=list)
+    held_subacks: list[tuple[str, Any]] = attrs.field(factory=list)
+    held_outgoing: list[tuple[Message, Deferred]] = attrs.field(factory=list)
+
+
+@implementer(IBrokerObserver)
+class Link(Service):
+    """One peer (long and short name) reached over one broker connection.
+
+    Subscribes ``gw/<peer long>/to/<own short>/#`` and publishes to
+    ``gw/<own long>/to/<peer short>/<type>`` (dots dashed, see ``WIRE.md``).
+
+    :param name: the link's name (``PeerName`` of its comm events).
+    :param own_long_name: this process's long name (``Src`` of what it sends).
+    :param own_short_name: this process's short name (``Dst`` of what the peer sends).
+    :param peer_long_name: the peer's long name.
+    :param peer_short_name: the peer's short name.
+    :param broker: an :class:`~gwproactor.interfaces.IMQTTClient`.
+    :param codec: an :class:`~gwproactor.interfaces.ICodec`.
+    :param listener: an :class:`~gwproactor.interfaces.ILinkListener` (the proactor).
+    :param clock: provides ``seconds`` / ``callLater``.
+    :param ack_timeout_s: seconds to wait for each ack.
+    :param heartbeat_s: idle seconds before a ping.
+    :param receive_deadline_s: seconds of silence from the peer before the link leaves ``active``.
+    :param qos: MQTT QoS of what the link publishes (0 or 1).
+    :param upstream: events generated here travel over this link.
+    """
+
+    log = Logger(namespace="gwproactor.link")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        own_long_name: str,
+        own_short_name: str,
+        peer_long_name: str,
+        peer_short_name: str,
+        broker: Any,
+        codec: Any,
+        listener: Any,
+        clock: Any,
+        ack_timeout_s: float = 5.0,
+        heartbeat_s: float = 10.0,
+        receive_deadline_s: float = 30.0,
+        qos: int = 1,
+        upstream: bool = False,
+    ) -> None:
+        self.name = f"link:{name}"
+        self.link_name = name
+        self.own_long_name = own_long_name
+        self.own_short_name = own_short_name
+        self.peer_long_name = peer_long_name
+        self.peer_short_name = peer_short_name
+        self.broker = broker
+        self.codec = codec
+        self.listener = listener
+        self.clock = clock
+        self.qos = qos
+        self.upstream = upstream
+        self.machine = LinkMachine()
+        self.stats = LinkStats()
+        self.instrument = LinkInstrumentation()
+        self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
+        self.liveness = Liveness(
+            clock=clock,
+            heartbeat_s=heartbeat_s,
+            receive_deadline_s=receive_deadline_s,
+            send_ping=self._send_ping,
+            on_deadline=self._deadline_expired,
+        )
+        self.subscription = subscription_filter(peer_long_name, own_short_name)
+        self._peer_dashed = dashed(peer_long_name)
+        self._own_short_dashed = dashed(own_short_name)
+        self._recent: list[tuple[float, str, str]] = []
+        self.last_down_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Link {self.link_name!r} {self.state.value}>"
+
+    # --- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        """The communication state."""
+        return self.machine.state
+
+    @property
+    def is_active(self) -> bool:
+        """Broker connected, subscribed, peer heard within the deadline, no ack timeout since."""
+        return self.machine.is_active
+
+    @property
+    def recent_transitions(self) -> list[tuple[float, str, str]]:
+        """The last transitions as ``(time, input, new state)``, oldest first (at most 20)."""
+        return list(self._recent)
+
+    def _feed(self, link_input: LinkInput) -> Transition:
+        transition = self.machine.handle(link_input)
+        if transition.changed:
+            self.stats.transitions += 1
+            self._recent.append((self.clock.seconds(), link_input.value, transition.new.value))
+            del self._recent[:-20]
+            for type_name in transition.comm_events:
+                self.stats.comm_events[type_name] += 1
+            if transition.left_active:
+                self.last_down_reason = link_input.value
+                self.log.warn(
+                    "link {link_name} left active: {old} -> {new} on {input}",
+                    link_name=self.link_name,
+                    old=transition.old.value,
+                    new=transition.new.value,
+                    input=link_input.value,
+                )
+                self.acks.fail_all(LinkDown(f"link {self.link_name} left active ({link_input.value})"))
+            else:
+                self.log.info(
+                    "link {link_name}: {old} -> {new} on {input}",
+                    link_name=self.link_name,
+                    old=transition.old.value,
+                    new=transition.new.value,
+                    input=link_input.value,
+                )
+            try:
+                self.listener.link_transition(self, transition)
+            except BaseException:
+                self.log.failure("link listener failed on a transition of {link_name}", link_name=self.link_name)
+        return transition
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Subscribe, observe the broker connection and start the liveness timers."""
+        super().startService()
+        self.broker.add_observer(self)
+        self.broker.add_subscription(self.subscription, self.qos, self._on_mqtt_message)
+        self._feed(LinkInput.start)
+        self.liveness.start()
+        if self.broker.is_connected:
+            self.broker_connected(self.broker)
+            if self.broker.is_subscribed(self.subscription):
+                self.broker_subscribed(self.broker, self.subscription, self.qos)
+
+    def stopService(self) -> None:
+        """Stop the timers, fail what waits for acks, and stop observing the broker."""
+        super().stopService()
+        self.liveness.stop()
+        self.acks.fail_all(LinkDown(f"link {self.link_name} stopped"))
+        self.broker.remove_observer(self)
+        self.broker.remove_subscription(self.subscription)
+        self._feed(LinkInput.stop)
+
+    # --- IBrokerObserver ---------------------------------------------------------
+
+    def broker_connected(self, client: Any) -> None:
+        """The broker connection is up."""
+        self._feed(LinkInput.broker_connected)
+
+    def broker_disconnected(self, client: Any, reason: str) -> None:
+        """The broker connection is down: everything in flight is lost."""
+        self.acks.fail_all(LinkDown(f"broker connection of link {self.link_name} lost: {reason}"))
+        self._feed(LinkInput.broker_disconnected)
+
+    def broker_subscribed(self, client: Any, topic_filter: str, granted_qos: int) -> None:
+        """A SUBACK arrived; the link is subscribed once its own filter is acknowledged."""
+        if topic_filter != self.subscription:
+            return
+        if self.instrument.hold_subacks:
+            self.instrument.held_subacks.append((topic_filter, granted_qos))
+            return
+        transition = self._feed(LinkInput.fully_subscribed)
+        if transition.changed and transition.new is LinkState.awaiting_peer:
+            # Find out quickly whether the peer is there.
+            self.liveness.ping_now()
+
+    def broker_subscribe_failed(self, client: Any, topic_filter: str, reason: str) -> None:
+        """The broker refused the link's subscription."""
+        if topic_filter != self.subscription:
+            return
+        self._problem("error", f"subscription {topic_filter} refused on link {self.link_name}", reason)
+        self._feed(LinkInput.subscription_lost)
+
+    # --- receiving --------------------------------------------------------------
+
+    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        if self.instrument.drop_incoming:
+            self.stats.dropped_by_instrumentation += 1
+            return
+        try:
+            src, dst, _type = parse_topic(topic)
+        except TopicError as e:
+            self._reject(topic, str(e))
+            return
+        if src != self._peer_dashed or dst != self._own_short_dashed:
+            self._reject(topic, f"topic is not from {self.peer_long_name} to {self.own_short_name}")
+            return
+        try:
+            message = self.codec.decode(payload)
+        except DecodeError as e:
+            self.stats.decode_errors += 1
+            self._problem("warning", f"undecodable frame on link {self.link_name}", f"topic {topic}: {e}")
+            return
+        header = message.header
+        if header.src != self.peer_long_name or header.dst != self.own_short_name:
+            self._reject(topic, f"header Src/Dst {header.src!r}/{header.dst!r} do not match the link")
+            return
+        self.receive_frame(message)
+
+    def receive_frame(self, message: Message) -> None:
+        """Handle a decoded frame from the peer (after topic and header checks)."""
+        header = message.header
+        self.stats.messages_in[header.message_type] += 1
+        self.liveness.received()
+        self._feed(LinkInput.message_from_peer)
+        payload = message.payload
+        if isinstance(payload, Ack):
+            message_id = payload.ack_message_id
+            in_time = self.acks.is_expected(message_id)
+            self.acks.acked(message_id)
+            try:
+                self.listener.link_acked(self, message_id, self.acks.rtt.last if in_time else None)
+            except BaseException:
+                self.log.failure("link listener failed on an ack on {link_name}", link_name=self.link_name)
+            return
+        if isinstance(payload, Ping):
+            self._send_ack(header.message_id)
+            return
+        d = maybeDeferred(self.listener.link_message, self, message)
+        if header.ack_required:
+            d.addCallback(lambda _: self._send_ack(header.message_id))
+        d.addErrback(self._accept_failed, message)
+
+    def _accept_failed(self, failure: Failure, message: Message) -> None:
+        self.log.failure(
+            "link {link_name}: a {message_type} message {message_id} was not accepted (not acked)",
+            failure,
+            link_name=self.link_name,
+            message_type=message.header.message_type,
+            message_id=message.header.message_id,
+        )
+        self._problem(
+            "error",
+            f"a {message.header.message_type} message on link {self.link_name} was not accepted",
+            failure.getErrorMessage(),
+        )
+
+    def _reject(self, topic: str, why: str) -> None:
+        self.stats.rejected += 1
+        self._problem("warning", f"frame rejected on link {self.link_name}", f"topic {topic}: {why}")
+
+    def _problem(self, problem_type: str, summary: str, details: str) -> None:
+        self.log.warn("{summary}: {details}", summary=summary, details=details, link_name=self.link_name)
+        try:
+            self.listener.link_problem(self, problem_type, summary, details)
+        except BaseException:
+            self.log.failure("link listener failed on a problem of {link_name}", link_name=self.link_name)
+
+    # --- sending ------------------------------------------------------------------
+
+    def send(self, payload: Any, *, ack_required: bool | None = None) -> Deferred:
+        """Send ``payload`` to the peer.
+
+        Returns a Deferred: for an ack-required message it fires with the round
+        trip time when the peer acks, or fails with
+        :class:`~gwproactor.errors.AckTimeout` / :class:`~gwproactor.errors.LinkDown`
+        / :class:`~gwproactor.errors.NotConnectedError`; otherwise it fires when
+        the broker connection has taken the frame.
+        """
+        message = make_message(self.own_long_name, self.peer_short_name, payload, ack_required=ack_required)
+        return self.send_message(message)
+
+    def send_message(self, message: Message) -> Deferred:
+        """Publish a complete envelope (its header must be from us to the peer)."""
+        if self.instrument.hold_outgoing:
+            d: Deferred = Deferred()
+            self.instrument.held_outgoing.append((message, d))
+            return d
+        return self._publish(message)
+
+    def _publish(self, message: Message) -> Deferred:
+        header = message.header
+        try:
+            data = self.codec.encode(message)
+        except Exception:
+            return fail()
+        ack = self.acks.expect(header.message_id) if header.ack_required else None
+        try:
+            published = self.broker.publish(
+                topic_for(self.own_long_name, self.peer_short_name, header.message_type), data, self.qos
+            )
+        except Exception:
+            published = fail()
+        self.liveness.sent()
+        self.stats.messages_out[header.message_type] += 1
+        if ack is None:
+            published.addErrback(self._publish_failed_plain)
+            return published
+        published.addErrback(self._publish_failed_acked, ack)
+        return ack
+
+    def _publish_failed_plain(self, failure: Failure) -> Failure:
+        self.stats.publish_failures += 1
+        return failure
+
+    def _publish_failed_acked(self, failure: Failure, ack: Deferred) -> None:
+        # The ack Deferred is the caller's; a lost publish fails it at once
+        # rather than after the ack timeout.
+        self.stats.publish_failures += 1
+        failure.trap(NotConnectedError, PublishFailed)
+        if not ack.called:
+            ack.errback(LinkDown(f"publish on link {self.link_name} failed: {failure.getErrorMessage()}"))
+
+    def _send_ack(self, message_id: str) -> None:
+        if self.instrument.hold_acks:
+            self.instrument.held_acks.append(message_id)
+            return
+        self.stats.acks_sent += 1
+        d = self.send_message(make_ack(self.own_long_name, self.peer_short_name, message_id))
+        d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
+
+    def _send_ping(self) -> None:
+        if not self.machine.is_connected:
+            return
+        d = self.send(Ping())
+        d.addErrback(lambda f: f.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed))
+
+    # --- timers -----------------------------------------------------------------
+
+    def _ack_timed_out(self, message_id: str) -> None:
+        self.log.warn(
+            "link {link_name}: no ack for {message_id} within the ack timeout",
+            link_name=self.link_name,
+            message_id=message_id,
+        )
+        transition = self._feed(LinkInput.ack_timeout)
+        if transition.changed or self.machine.is_connected:
+            # Ping at once so the link comes back as soon as the peer answers.
+            self.liveness.ping_now()
+
+    def _deadline_expired(self) -> None:
+        self.log.warn("link {link_name}: nothing heard from the peer within the receive deadline", link_name=self.link_name)
+        self._feed(LinkInput.receive_deadline_expired)
+
+    # --- instrumentation ----------------------------------------------------------
+
+    def release_acks(self, n: int | None = None) -> int:
+        """Publish ``n`` (default: all) held acks; returns how many were released."""
+        held = self.instrument.held_acks
+        count = len(held) if n is None else min(n, len(held))
+        release, self.instrument.held_acks = held[:count], held[count:]
+        hold, self.instrument.hold_acks = self.instrument.hold_acks, False
+        try:
+            for message_id in release:
+                self._send_ack(message_id)
+        finally:
+            self.instrument.hold_acks = hold
+        return count
+
+    def release_subacks(self) -> int:
+        """Process the held SUBACK notifications; returns how many."""
+        held, self.instrument.held_subacks = self.instrument.held_subacks, []
+        self.instrument.hold_subacks = False
+        for topic_filter, qos in held:
+            self.broker_subscribed(self.broker, topic_filter, qos)
+        return len(held)
+
+    def release_outgoing(self, n: int | None = None) -> int:
+        """Publish ``n`` (default: all) held outgoing frames; returns how many."""
+        held = self.instrument.held_outgoing
+        count = len(held) if n is None else min(n, len(held))
+        release, self.instrument.held_outgoing = held[:count], held[count:]
+        for message, d in release:
+            self._publish(message).chainDeferred(d)
+        return count
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready view of the link for stats, health checks and test failure messages."""
+        return {
+            "name": self.link_name,
+            "state": self.state.value,
+            "peer": self.peer_long_name,
+            "upstream": self.upstream,
+            "in_flight": self.acks.in_flight,
+            "acks": self.acks.stats(),
+            "rtt": attrs.asdict(self.acks.rtt),
+            "pings_sent": self.liveness.pings_sent,
+            "deadlines_expired": self.liveness.deadlines_expired,
+            "last_down_reason": self.last_down_reason,
+            "recent_transitions": self.recent_transitions,
+            "stats": self.stats.as_dict(),
+        }
