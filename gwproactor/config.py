@@ -43,7 +43,7 @@ from typing import Any, Literal, Union
 import attrs
 from twisted.logger import LogLevel
 
-from gwproactor.errors import ConfigError
+from gwproactor.errors import ConfigError, InvalidSettings
 
 __all__ = [
     "AppPaths",
@@ -86,19 +86,6 @@ _SECRET = "gwproactor.secret"  # hidden in repr, to_dict and error messages
 _BYTES = "gwproactor.bytes"  # an int that also accepts KiB/MiB/GB suffixes
 _FILE = "gwproactor.file"  # a Path that must name an existing file when loaded
 _LOWER = "gwproactor.lower"  # a str lower-cased when loaded (names of dict entries)
-
-
-class InvalidSettings(ConfigError):
-    """Settings could not be loaded; :attr:`problems` holds one line per problem, each naming its variable."""
-
-    def __init__(self, problems: typing.Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            lines = "\n".join(f"  - {p}" for p in self.problems)
-            message = f"{len(self.problems)} settings problems:\n{lines}"
-        super().__init__(message)
 
 
 # --- validators (per field; the loader runs each one and names the variable) ----

@@ -18,6 +18,18 @@ class ConfigError(GwProactorError):
     """Settings could not be loaded: names the variable and the problem."""
 
 
+class InvalidSettings(ConfigError):
+    """One or more settings are invalid; :attr:`problems` lists each, naming its variable."""
+
+    def __init__(self, problems) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} settings problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
 # --- messages and codec ----------------------------------------------------
 
 
@@ -35,6 +47,14 @@ class EncodeError(GwProactorError):
 
 class UnknownTypeError(DecodeError):
     """A payload's ``TypeName`` is not registered (and is not a ``gridworks.event.*``)."""
+
+
+class RegistryError(GwProactorError):
+    """A class cannot be registered as a payload (not attrs, no ``TYPE_NAME`` ...)."""
+
+
+class DuplicateTypeNameError(RegistryError, ValueError):
+    """Another class is already registered under the same ``TypeName``."""
 
 
 class TopicError(DecodeError):
@@ -57,6 +77,10 @@ class UnknownActorError(GwProactorError, KeyError):
 
 class MQTTError(GwProactorError):
     """Base class of MQTT connection errors."""
+
+
+class InvalidTopic(MQTTError, ValueError):
+    """A topic or topic filter is not valid MQTT (empty, misplaced wildcard, NUL ...)."""
 
 
 class NotConnectedError(MQTTError):

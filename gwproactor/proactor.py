@@ -1,21 +1,29 @@
-"""The :class:`Proactor` service: hosts actors, routes their messages, and wires links and the event store."""
+"""The :class:`Proactor` service: hosts actors, links to peers over MQTT, and delivers events durably."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, TypeVar
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.actors.router import Router
-from gwproactor.interfaces import IActor, IProactor
+from gwproactor.config import BrokerSettings, ProactorSettings
+from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLinkError
+from gwproactor.interfaces import IActor, ILinkListener, IProactor
+from gwproactor.links.link import Link
+from gwproactor.links.outbox import Outbox
+from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, ProblemEvent, StartupEvent
 
 T = TypeVar("T")
+
+__all__ = ["Proactor", "make_broker"]
 
 
 def _default_reactor() -> Any:
@@ -24,34 +32,161 @@ def _default_reactor() -> Any:
     return reactor
 
 
-@implementer(IProactor)
+def make_broker(name: str, settings: BrokerSettings, reactor: Any) -> Any:
+    """Build a :class:`~gwproactor.mqtt.connection.BrokerConnection` from :class:`~gwproactor.config.BrokerSettings`."""
+    from gwproactor.mqtt.backoff import Backoff
+    from gwproactor.mqtt.connection import BrokerConnection, TLSOptions
+
+    common: dict[str, Any] = dict(
+        name=name,
+        reactor=reactor,
+        username=settings.username,
+        password=settings.password,
+        client_id=settings.client_id,
+        keepalive=settings.keepalive_s,
+        backoff=Backoff(initial=settings.backoff_initial_s, cap=settings.backoff_cap_s),
+        connect_timeout=settings.connect_timeout_s,
+    )
+    if settings.endpoint:
+        return BrokerConnection(endpoint=settings.endpoint, **common)
+    tls = None
+    if settings.tls is not None:
+        t = settings.tls
+        tls = TLSOptions(
+            ca_file=str(t.ca_file) if t.ca_file else None,
+            cert_file=str(t.cert_file) if t.cert_file else None,
+            key_file=str(t.key_file) if t.key_file else None,
+            check_hostname=t.check_hostname,
+        )
+    return BrokerConnection(host=settings.host, port=settings.port, tls=tls, **common)
+
+
+@implementer(IProactor, ILinkListener)
 class Proactor(MultiService):
     """A SCADA process: live actors on one reactor, linked to peers over MQTT.
 
-    The proactor is a :class:`~twisted.application.service.MultiService`: add it
-    to an application (or start it with ``startService``) and it starts its
-    actors.  Messages sent with :meth:`send` before it starts are queued and
-    delivered once it has started.
+    The proactor is a :class:`~twisted.application.service.MultiService`; add it
+    to an application (or call ``startService``) and it starts, in order, its
+    broker connections, its links and its actors, and stops them in reverse
+    order.  Messages sent with :meth:`send` before it starts are queued.
 
-    :param name: the proactor's long name (``Src`` of what it sends).
-    :param reactor: the reactor to run on; defaults to the global reactor,
-        imported when the proactor is built (never at module import).
+    Events (:meth:`generate_event`) are written to the event store first and
+    sent from there over the *upstream* link (at most one), oldest first, with
+    at most ``window`` unacked.  A proactor without an upstream link is the top
+    of its tree: its events go to :meth:`handle_event`, like the events it
+    receives from downstream peers.
+
+    Subclasses override the hooks :meth:`link_activated`,
+    :meth:`link_deactivated`, :meth:`handle_event` and :meth:`handle_message`.
+
+    :param settings: the :class:`~gwproactor.config.ProactorSettings`.
+    :param reactor: the reactor; defaults to the global reactor (imported when
+        the proactor is built, never at module import).
+    :param store: an :class:`~gwproactor.interfaces.IEventStore`; by default a
+        :class:`~gwproactor.store.FileEventStore` in ``settings.store.directory``
+        (resolved under the XDG state directory when unset).
+    :param codec: the :class:`~gwproactor.message.Codec` (register application
+        payload types in its registry).
+    :param brokers: broker connections by name (an
+        :class:`~gwproactor.interfaces.IMQTTClient` each) instead of building them
+        from ``settings.brokers``.
     """
 
     log = Logger(namespace="gwproactor.proactor")
 
-    def __init__(self, name: str, *, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        settings: ProactorSettings,
+        *,
+        reactor: Any = None,
+        store: Any = None,
+        codec: Any = None,
+        brokers: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a proactor needs a non-empty str name, got {name!r}")
-        self.name = name
+        if not isinstance(settings, ProactorSettings):
+            raise TypeError(f"Proactor needs ProactorSettings, got {type(settings).__name__}")
+        self.settings = settings
+        self.name = settings.long_name
+        self.short_name = settings.short_name
         self.reactor = reactor if reactor is not None else _default_reactor()
+        self.codec = codec if codec is not None else Codec()
         self.router = Router(clock=self.reactor, on_failure=self._actor_failed)
+        self.event_counts: Counter = Counter()
+        self.counters: Counter = Counter()
+        self._accepting: dict[str, Deferred] = {}
+        self.store = store if store is not None else self._open_store()
+        received = getattr(self.store, "received", None)
+        if received is None:
+            from gwproactor.store import MemoryReceivedIds
+
+            received = MemoryReceivedIds(window=settings.store.received_window)
+        self.received_ids = received
+        self.brokers: dict[str, Any] = {}
+        self.links: dict[str, Link] = {}
+        self.upstream: Link | None = None
+        self.outbox: Outbox | None = None
+        self._build_links(brokers or {})
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-    # --- actors and routing ------------------------------------------------
+    # --- construction ----------------------------------------------------------
+
+    def _open_store(self) -> Any:
+        from gwproactor.store import FileEventStore
+
+        s = self.settings.resolve_paths().store
+        return FileEventStore.open(
+            str(s.directory),
+            clock=self.reactor,
+            sync=s.sync_policy,
+            group_ms=s.group_commit_ms,
+            segment_bytes=s.segment_bytes,
+            max_bytes=s.max_bytes,
+            full_policy=s.full_policy,
+            on_problem=self._store_problem,
+            received_window=s.received_window,
+        )
+
+    def _build_links(self, brokers: dict[str, Any]) -> None:
+        upstream = [name for name, ls in self.settings.links.items() if ls.upstream]
+        if len(upstream) > 1:
+            raise ConfigError(f"at most one upstream link is supported; configured: {', '.join(sorted(upstream))}")
+        for link_name, ls in self.settings.links.items():
+            broker = brokers.get(ls.broker) or self.brokers.get(ls.broker)
+            if broker is None:
+                broker = make_broker(ls.broker, self.settings.brokers[ls.broker], self.reactor)
+            if ls.broker not in self.brokers:
+                self.brokers[ls.broker] = broker
+                if isinstance(broker, Service):
+                    broker.setName(f"broker:{ls.broker}") if broker.name is None else None
+                    self.addService(broker)
+            link = Link(
+                link_name,
+                own_long_name=self.name,
+                own_short_name=self.short_name,
+                peer_long_name=ls.peer_long_name,
+                peer_short_name=ls.peer_short_name,
+                broker=broker,
+                codec=self.codec,
+                listener=self,
+                clock=self.reactor,
+                ack_timeout_s=ls.ack_timeout_s,
+                heartbeat_s=ls.heartbeat_s,
+                receive_deadline_s=ls.receive_deadline_s,
+                qos=ls.qos,
+                upstream=ls.upstream,
+            )
+            self.links[link_name] = link
+            self.addService(link)
+            if ls.upstream:
+                self.upstream = link
+                self.outbox = Outbox(
+                    store=self.store, link=link, codec=self.codec, window=ls.window, on_problem=self._problem_from
+                )
+
+    # --- actors and routing ----------------------------------------------------
 
     def add_actor(self, actor: Any) -> Any:
         """Host ``actor``; raises :class:`~gwproactor.errors.DuplicateActorError` if its name is taken.
@@ -104,33 +239,254 @@ class Proactor(MultiService):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs)
 
     def _actor_failed(self, actor: Any, message: Any, failure: Failure) -> None:
-        """Called for each failed delivery; subclasses and later layers extend it."""
+        """Called for each failed delivery: reported as a problem event."""
+        self.report_problem(
+            "error",
+            f"actor {actor.name} failed on a {message.header.message_type} message",
+            failure.getTraceback(detail="brief")[-2000:],
+        )
 
-    # --- lifecycle -----------------------------------------------------------
+    # --- links -------------------------------------------------------------------
+
+    def get_link(self, name: str) -> Link:
+        """The link named ``name``; raises :class:`~gwproactor.errors.UnknownLinkError`."""
+        try:
+            return self.links[name]
+        except KeyError:
+            raise UnknownLinkError(f"no link is named {name!r}; links: {', '.join(self.links) or 'none'}") from None
+
+    def link_states(self) -> dict[str, str]:
+        """Each link's communication state by link name."""
+        return {name: link.state.value for name, link in self.links.items()}
+
+    def send_to_link(self, link_name: str, payload: Any, *, ack_required: bool | None = None) -> Deferred:
+        """Send ``payload`` to the peer of link ``link_name``.
+
+        For an ack-required payload the Deferred fires with the round-trip time
+        on the peer's ack, or fails with AckTimeout / LinkDown.  Events should go
+        through :meth:`generate_event` instead, which stores them first.
+        """
+        try:
+            link = self.get_link(link_name)
+        except UnknownLinkError:
+            return fail()
+        return link.send(payload, ack_required=ack_required)
+
+    # ILinkListener
+
+    def link_transition(self, link: Link, transition: Any) -> None:
+        """Generate the comm events of a transition and call the activation hooks."""
+        for type_name in transition.comm_events:
+            event = COMM_EVENT_TYPES[type_name](src=self.name, peer_name=link.link_name)
+            self._generate_quietly(event)
+        if transition.entered_active:
+            if link is self.upstream and self.outbox is not None:
+                self.outbox.activated()
+            self._call_hook(self.link_activated, link)
+        elif transition.left_active:
+            if link is self.upstream and self.outbox is not None:
+                self.outbox.deactivated()
+            self._call_hook(self.link_deactivated, link, transition.input.value)
+
+    def link_message(self, link: Link, message: Any) -> Any:
+        """Accept a message from a peer: events are deduplicated, stored or handled; others go to :meth:`handle_message`."""
+        payload = message.payload
+        if isinstance(payload, Event):
+            return self._accept_event(link, payload)
+        self.counters["messages_received"] += 1
+        return self.handle_message(link, message)
+
+    def link_acked(self, link: Link, message_id: str, rtt: Any) -> None:
+        """An ack arrived on ``link``: an upstream event leaves the store."""
+        if link is self.upstream and self.outbox is not None:
+            self.outbox.acked(message_id)
+
+    def link_problem(self, link: Link, problem_type: str, summary: str, details: str) -> None:
+        """A link reported a problem: counted and turned into a problem event."""
+        self.counters[f"link_problems.{link.link_name}"] += 1
+        self.report_problem(problem_type, summary, details)
+
+    def _accept_event(self, link: Link, event: Any) -> Any:
+        event_id = event.message_id
+        if self.received_ids.seen(event_id):
+            self.counters["duplicates_dropped"] += 1
+            return None
+        pending = self._accepting.get(event_id)
+        if pending is not None:
+            # The same event again while its first copy is being accepted: ack once that is done.
+            self.counters["duplicates_dropped"] += 1
+            d: Deferred = Deferred()
+            pending.addBoth(lambda r: (d.callback(None), r)[1])
+            return d
+        if self.upstream is not None and link is not self.upstream:
+            accepted = self._store_event(event).addCallback(lambda _: self._call_handle_event(link, event))
+        else:
+            accepted = maybeDeferred(self.handle_event, link, event)
+        self._accepting[event_id] = accepted
+
+        def done(result: Any) -> Any:
+            self._accepting.pop(event_id, None)
+            if not isinstance(result, Failure):
+                self.received_ids.remember(event_id)
+                self.counters["events_received"] += 1
+            return result
+
+        return accepted.addBoth(done)
+
+    def _call_handle_event(self, link: Link, event: Any) -> None:
+        # Forwarded events are already durable: a failing application hook must not un-accept them.
+        d = maybeDeferred(self.handle_event, link, event)
+        d.addErrback(lambda f: self.log.failure("handle_event failed for forwarded event {event_id}", f, event_id=event.message_id))
+
+    # --- hooks for applications ----------------------------------------------------------
+
+    def link_activated(self, link: Link) -> None:
+        """Hook: ``link`` became active."""
+
+    def link_deactivated(self, link: Link, reason: str) -> None:
+        """Hook: ``link`` left active (``reason`` is the input that caused it)."""
+
+    def handle_event(self, link: Link | None, event: Any) -> Any:
+        """Hook: an event arrived from a downstream peer (``link``), or was generated here with no upstream (``None``).
+
+        Return ``None`` or a Deferred; the event is acked (and remembered for
+        deduplication) when it fires.  The default only counts it.
+        """
+        self.event_counts[f"handled.{event.type_name if hasattr(event, 'type_name') else type(event).TYPE_NAME}"] += 1
+        return None
+
+    def handle_message(self, link: Link, message: Any) -> Any:
+        """Hook: a non-event message from a peer.  The default logs and counts it as unhandled."""
+        self.counters["unhandled_messages"] += 1
+        self.log.info(
+            "unhandled {message_type} message from link {link_name}",
+            message_type=message.header.message_type,
+            link_name=link.link_name,
+        )
+        return None
+
+    def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = hook(*args)
+        except BaseException:
+            self.log.failure("hook {hook} failed", hook=hook.__name__)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(lambda f: self.log.failure("hook {hook} failed", f, hook=hook.__name__))
+
+    # --- events --------------------------------------------------------------------------
+
+    def generate_event(self, event: Any) -> Deferred:
+        """Record ``event`` (an :class:`~gwproactor.message.Event`) for delivery upstream.
+
+        With an upstream link, the event is appended to the store first; the
+        Deferred fires with its id once it is durable under the store's sync
+        policy (it fails with :class:`~gwproactor.errors.StoreFull` /
+        :class:`~gwproactor.errors.StoreClosed` if the store refuses it), and
+        the outbox sends it when the link is active.  Without an upstream link
+        the event goes to :meth:`handle_event` and the Deferred fires with its
+        result.
+        """
+        self.event_counts[_type_name(event)] += 1
+        if self.upstream is None:
+            return maybeDeferred(self.handle_event, None, event).addCallback(lambda _: event.message_id)
+        return self._store_event(event)
+
+    def _store_event(self, event: Any) -> Deferred:
+        try:
+            data = self.codec.encode_payload(event)
+        except (EncodeError, DecodeError, TypeError, ValueError):
+            return fail()
+        d = self.store.append(event.message_id, data)
+        outbox = self.outbox
+
+        def durable(result: Any) -> str:
+            if outbox is not None:
+                outbox.added(event.message_id)
+            return event.message_id
+
+        return d.addCallback(durable)
+
+    def _generate_quietly(self, event: Any) -> None:
+        d = self.generate_event(event)
+        d.addErrback(
+            lambda f: self.log.failure("could not record a {type_name} event", f, type_name=_type_name(event))
+        )
+
+    def report_problem(self, problem_type: str, summary: str, details: str = "") -> Deferred:
+        """Log a problem and record it as a ``gridworks.event.problem`` event."""
+        self.counters[f"problems.{problem_type}"] += 1
+        event = ProblemEvent(src=self.name, problem_type=problem_type, summary=summary[:500], details=details[:5000])
+        d = self.generate_event(event)
+        d.addErrback(lambda f: self.log.failure("could not record a problem event", f))
+        return d
+
+    def _problem_from(self, problem_type: str, summary: str, details: str) -> None:
+        self.report_problem(problem_type, summary, details)
+
+    def _store_problem(self, summary: str, details: str) -> None:
+        self.log.warn("event store: {summary}: {details}", summary=summary, details=details)
+        self.counters["store_problems"] += 1
+        # Reported on the next reactor turn: the store may be inside append().
+        self.reactor.callLater(0, self._store_problem_event, summary, details)
+
+    def _store_problem_event(self, summary: str, details: str) -> None:
+        if self.store is not None:
+            self.report_problem("warning", f"event store: {summary}", details)
+
+    # --- lifecycle --------------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start every hosted service, then begin delivering queued messages."""
+        """Start broker connections, links and actors (in that order), record a startup event, begin delivery."""
         super().startService()
         self.router.start()
+        self._generate_quietly(StartupEvent(src=self.name))
 
     def stopService(self) -> Deferred:
-        """Stop delivering and stop the hosted services in reverse order, one after another."""
+        """Stop delivering, stop hosted services in reverse order one after another, then close the store."""
         self.router.stop()
-        return Deferred.fromCoroutine(self._stop_children())
+        return Deferred.fromCoroutine(self._stop())
 
-    async def _stop_children(self) -> None:
-        from twisted.application.service import Service
-        from twisted.internet.defer import maybeDeferred
-
+    async def _stop(self) -> None:
         Service.stopService(self)
         for service in reversed(list(self)):
             try:
                 await maybeDeferred(service.stopService)
             except BaseException:
                 self.log.failure("stopping {service} failed", service=service)
+        try:
+            await maybeDeferred(self.store.close)
+        except BaseException:
+            self.log.failure("closing the event store failed")
 
-    # --- observability ---------------------------------------------------------
+    # --- observability -------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(ok, details)``: ok when every link is active."""
+        states = self.link_states()
+        ok = all(state == "active" for state in states.values())
+        return ok, {"name": self.name, "ok": ok, "links": states}
 
     def stats(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the proactor's counters."""
-        return {"name": self.name, "router": self.router.stats.as_dict(), "queued": self.router.queued}
+        return {
+            "name": self.name,
+            "router": self.router.stats.as_dict(),
+            "queued": self.router.queued,
+            "events_generated": dict(self.event_counts),
+            "counters": dict(self.counters),
+            "links": {name: link.summary() for name, link in self.links.items()},
+            "outbox": self.outbox.summary() if self.outbox is not None else None,
+            "store": self.store.stats(),
+            "brokers": {name: _broker_stats(b) for name, b in self.brokers.items()},
+        }
+
+
+def _type_name(event: Any) -> str:
+    name = getattr(event, "type_name", None)
+    return name if isinstance(name, str) else type(event).TYPE_NAME
+
+
+def _broker_stats(broker: Any) -> Any:
+    stats = getattr(broker, "stats", None)
+    return stats() if callable(stats) else None

@@ -19,7 +19,7 @@ from gwproactor.links.machine import LinkState
 from gwproactor.message import Codec, Ping, ProblemEvent, StartupEvent, make_ack, make_message, topic_for
 from gwproactor_test.fakes import FakeMQTTClient, topic_matches
 
-FRAMES = Path(__file__).resolve().parents[2] / "shared" / "wire" / "gridworks-4x-frames.jsonl"
+FRAMES = Path(__file__).parent / "data" / "gridworks-4x-frames.jsonl"
 CHILD_LONG, CHILD_SHORT = "d1.isone.ct.newhaven.orange1.scada", "s"
 PARENT_LONG, PARENT_SHORT = "d1.isone.ct.newhaven.orange1", "a"
 ACK_TIMEOUT, HEARTBEAT, DEADLINE = 5.0, 10.0, 30.0

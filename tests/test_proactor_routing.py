@@ -18,7 +18,9 @@ from gwproactor.actors import Actor
 from gwproactor.errors import DuplicateActorError, UnknownActorError
 from gwproactor.interfaces import IActor, IProactor
 from gwproactor.message import make_message
+from gwproactor.config import ProactorSettings
 from gwproactor.proactor import Proactor
+from gwproactor.store import MemoryEventStore
 
 
 @attrs.frozen
@@ -68,6 +70,13 @@ def note(src: str, dst: str, text: str) -> Any:
     return make_message(src, dst, Note(text))
 
 
+def make_proactor(name: str, reactor: Any) -> Proactor:
+    """A proactor with no links and an in-memory store."""
+    return Proactor(
+        ProactorSettings(long_name=name, short_name="t"), reactor=reactor, store=MemoryEventStore(clock=reactor)
+    )
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -75,7 +84,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def proactor(clock: Clock) -> Proactor:
-    return Proactor("d1.test", reactor=clock)
+    return make_proactor("d1.test", clock)
 
 
 @pytest.fixture
@@ -242,7 +251,7 @@ async def test_send_threadsafe_from_thread() -> None:
     """send_threadsafe from a worker thread (and from the reactor thread) reaches the actor."""
     from twisted.internet import reactor
 
-    p = Proactor("d1.threads", reactor=reactor)
+    p = make_proactor("d1.threads", reactor)
     b = p.add_actor(Recorder("b"))
     p.startService()
     try:
@@ -267,7 +276,7 @@ async def test_run_blocking_returns_result_and_errors() -> None:
     """run_blocking returns the callable's result, and its exception as a failure."""
     from twisted.internet import reactor
 
-    p = Proactor("d1.blocking", reactor=reactor)
+    p = make_proactor("d1.blocking", reactor)
     assert await p.run_blocking(sum, [1, 2, 3]) == 6
     with pytest.raises(ZeroDivisionError):
         await p.run_blocking(lambda: 1 / 0)
@@ -296,7 +305,7 @@ async def test_actor_awaits_asyncio_coroutine() -> None:
             d.addCallback(done.callback)
             return d
 
-    p = Proactor("d1.asyncio", reactor=reactor)
+    p = make_proactor("d1.asyncio", reactor)
     p.add_actor(AsyncActor("aio"))
     p.startService()
     try:

@@ -1,0 +1,195 @@
+"""The outbox of an upstream link: sends stored events oldest first, at most ``window`` unacked.
+
+There is one code path for live events and for the backlog ("reupload"): the
+outbox only ever sends what the event store holds.  When the link becomes
+active it loads the store's pending ids; new durable events are added as they
+arrive; each ack removes the event from the store and lets the next one go.
+When the link leaves active the window is forgotten: everything unacked is
+still in the store and goes again on the next activation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+import attrs
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gwproactor.errors import AckTimeout, CorruptRecord, DecodeError, EventNotFound, LinkDown, NotConnectedError, PublishFailed
+
+__all__ = ["Outbox", "OutboxStats"]
+
+
+@attrs.define
+class OutboxStats:
+    """Counters of one outbox."""
+
+    sent: int = 0
+    """Events published (first sends and re-sends)."""
+    acked: int = 0
+    """Events acked by the peer and removed from the store."""
+    late_acked: int = 0
+    """Acks that arrived after the window was forgotten (the event still left the store)."""
+    reuploaded: int = 0
+    """Events sent that were already stored when the link (re)became active: the backlog."""
+    resent: int = 0
+    """Events sent more than once (their first send was not acked in time)."""
+    set_aside: int = 0
+    """Stored events that could not be read or decoded, moved aside instead of sent."""
+    send_failures: int = 0
+    activations: int = 0
+    max_backlog: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready copy."""
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class Outbox:
+    """Paces events from ``store`` onto ``link``.
+
+    :param store: the :class:`~gwproactor.interfaces.IEventStore`.
+    :param link: the upstream :class:`~gwproactor.links.link.Link` (``send``, ``is_active``).
+    :param codec: decodes stored payloads.
+    :param window: most events sent and not yet acked.
+    :param on_problem: ``on_problem(problem_type, summary, details)`` for events set aside.
+    """
+
+    store: Any
+    link: Any
+    codec: Any
+    window: int = 50
+    on_problem: Callable[[str, str, str], Any] = lambda problem_type, summary, details: None
+    stats: OutboxStats = attrs.field(factory=OutboxStats)
+    _queue: deque = attrs.field(factory=deque, init=False)
+    _queued: set = attrs.field(factory=set, init=False)
+    _in_flight: dict = attrs.field(factory=dict, init=False)
+    _backlog: set = attrs.field(factory=set, init=False)
+    _sent_before: set = attrs.field(factory=set, init=False)
+    _active: bool = attrs.field(default=False, init=False)
+    _pumping: bool = attrs.field(default=False, init=False)
+    log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.outbox"), init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"outbox window must be >= 1, got {self.window!r}")
+
+    @property
+    def in_flight(self) -> int:
+        """Events sent and not yet acked."""
+        return len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for a place in the window (while active)."""
+        return len(self._queue)
+
+    # --- link state ------------------------------------------------------------
+
+    def activated(self) -> None:
+        """The link became active: load the store's pending events and start sending."""
+        self._active = True
+        self.stats.activations += 1
+        self._in_flight.clear()
+        self._queue.clear()
+        self._queued.clear()
+        pending = self.store.pending_ids()
+        self._queue.extend(pending)
+        self._queued.update(pending)
+        self._backlog = set(pending)
+        self.stats.max_backlog = max(self.stats.max_backlog, len(pending))
+        self.pump()
+
+    def deactivated(self) -> None:
+        """The link left active: forget the window; the store keeps everything unacked."""
+        self._active = False
+        self._sent_before.update(self._in_flight)
+        self._in_flight.clear()
+        self._queue.clear()
+        self._queued.clear()
+        self._backlog.clear()
+
+    # --- events --------------------------------------------------------------------
+
+    def added(self, event_id: str) -> None:
+        """A new event is durable in the store: queue it if the link is active."""
+        if not self._active or event_id in self._queued or event_id in self._in_flight:
+            return
+        self._queue.append(event_id)
+        self._queued.add(event_id)
+        self.pump()
+
+    def acked(self, event_id: str) -> None:
+        """The peer acked ``event_id`` (in time or late): remove it from the store and send the next."""
+        in_window = self._in_flight.pop(event_id, None) is not None
+        if self.store.ack(event_id):
+            if in_window:
+                self.stats.acked += 1
+            else:
+                self.stats.late_acked += 1
+        self._sent_before.discard(event_id)
+        if event_id in self._queued:
+            self._queued.discard(event_id)
+            # Stays in the deque; pump skips ids no longer queued.
+        self.pump()
+
+    def pump(self) -> None:
+        """Send queued events while the window has room."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._active and self._queue and len(self._in_flight) < self.window:
+                event_id = self._queue.popleft()
+                if event_id not in self._queued:
+                    continue
+                self._queued.discard(event_id)
+                self._send(event_id)
+        finally:
+            self._pumping = False
+
+    def _send(self, event_id: str) -> None:
+        try:
+            data = self.store.read(event_id)
+        except EventNotFound:
+            return  # acked or dropped meanwhile
+        except CorruptRecord as e:
+            self._set_aside(event_id, f"unreadable: {e}")
+            return
+        try:
+            payload = self.codec.decode_payload(data)
+        except DecodeError as e:
+            self._set_aside(event_id, f"undecodable: {e}")
+            return
+        self._in_flight[event_id] = True
+        self.stats.sent += 1
+        if event_id in self._backlog:
+            self._backlog.discard(event_id)
+            self.stats.reuploaded += 1
+        if event_id in self._sent_before:
+            self.stats.resent += 1
+        d = self.link.send(payload)
+        d.addErrback(self._send_failed, event_id)
+
+    def _send_failed(self, failure: Failure, event_id: str) -> None:
+        failure.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed)
+        self.stats.send_failures += 1
+        if self._in_flight.pop(event_id, None) is not None:
+            self._sent_before.add(event_id)
+            # Still in the store: it goes again when the link is active again
+            # (an ack timeout takes the link out of active).
+            if self._active and not self.link.is_active:
+                self.deactivated()
+
+    def _set_aside(self, event_id: str, reason: str) -> None:
+        self.stats.set_aside += 1
+        self.store.set_aside(event_id, reason)
+        self.log.error("stored event {event_id} set aside: {reason}", event_id=event_id, reason=reason)
+        self.on_problem("error", f"stored event {event_id} set aside", reason)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready view for stats."""
+        return {"active": self._active, "in_flight": self.in_flight, "queued": self.queued, **self.stats.as_dict()}
