@@ -16,7 +16,7 @@ from zope.interface import implementer
 from gwproactor.errors import NotConnectedError, PublishFailed
 from gwproactor.interfaces import IMQTTClient
 
-__all__ = ["FakeMQTTClient", "topic_matches"]
+__all__ = ["FakeBroker", "FakeMQTTClient", "Published", "topic_matches"]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -65,6 +65,8 @@ class FakeMQTTClient:
     _connect_waiters: list[Deferred] = attrs.field(factory=list)
     _subscribe_waiters: list[Deferred] = attrs.field(factory=list)
     drops: int = 0
+    hub: Any = None
+    """A :class:`FakeBroker` that routes what this client publishes, or None."""
 
     # --- IMQTTClient -----------------------------------------------------------
 
@@ -92,6 +94,8 @@ class FakeMQTTClient:
         if not self._connected:
             return fail(NotConnectedError(f"{self.name}: not connected"))
         self.published.append(Published(topic, payload, qos))
+        if self.hub is not None:
+            self.hub.route(topic, payload)
         if qos == 0 or self.puback:
             return succeed(None)
         d: Deferred = Deferred()
@@ -186,3 +190,52 @@ class FakeMQTTClient:
     def published_matching(self, pattern: str) -> list[Published]:
         """Published frames whose topic matches the shell-style ``pattern``."""
         return [p for p in self.published if fnmatch.fnmatchcase(p.topic, pattern)]
+
+
+@attrs.define(eq=False)
+class FakeBroker:
+    """An in-memory broker joining :class:`FakeMQTTClient` instances, for Clock-driven multi-proactor tests.
+
+    A publish on one connected client is delivered to every connected client
+    with a matching subscription, on a later turn of ``clock`` (so no
+    re-entrancy), in publish order.  ``client(name)`` makes a client attached to
+    this broker; :meth:`connect_all` / :meth:`disconnect_all` drive them.
+    """
+
+    clock: Any
+    clients: list[FakeMQTTClient] = attrs.field(factory=list)
+    _queue: list[tuple[str, bytes]] = attrs.field(factory=list)
+    _scheduled: Any = None
+    delivered: int = 0
+
+    def client(self, name: str = "fake", **kwargs: Any) -> FakeMQTTClient:
+        """A new client attached to this broker."""
+        client = FakeMQTTClient(name=name, hub=self, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def route(self, topic: str, payload: bytes) -> None:
+        """Queue a published frame for delivery."""
+        self._queue.append((topic, payload))
+        if self._scheduled is None:
+            self._scheduled = self.clock.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = None
+        queue, self._queue = self._queue, []
+        for topic, payload in queue:
+            for client in list(self.clients):
+                if client.is_connected:
+                    self.delivered += client.deliver(topic, payload)
+
+    def connect_all(self) -> None:
+        """Connect every client that is not connected."""
+        for client in self.clients:
+            if not client.is_connected:
+                client.connect()
+
+    def disconnect_all(self, reason: str = "broker stopped") -> None:
+        """Disconnect every client (frames not yet delivered are lost, as with a broker restart)."""
+        self._queue.clear()
+        for client in self.clients:
+            client.disconnect(reason)

@@ -217,14 +217,28 @@ class AckTracker:
         entries = list(self._in_flight.values())
         self._in_flight.clear()
         for entry in entries:
-            entry.abandoned = True
-            entry.timer.cancel()  # stops the timeout; _settle ignores the abandoned entry
-            self._remember_expired(entry.message_id)
-            waiters, entry.waiters = entry.waiters, []
-            self.failed += len(waiters)
-            for waiter in waiters:
-                waiter.errback(failure)
+            self._abandon(entry, failure)
         return len(entries)
+
+    def fail(self, message_id: str, reason: BaseException | Failure) -> bool:
+        """Fail the Deferreds waiting for ``message_id`` with ``reason`` (e.g. its publish was lost).
+
+        :return: True if ``message_id`` was waiting.
+        """
+        entry = self._in_flight.pop(message_id, None)
+        if entry is None:
+            return False
+        self._abandon(entry, reason if isinstance(reason, Failure) else Failure(reason))
+        return True
+
+    def _abandon(self, entry: _InFlight, failure: Failure) -> None:
+        entry.abandoned = True
+        entry.timer.cancel()  # stops the timeout; _settle ignores the abandoned entry
+        self._remember_expired(entry.message_id)
+        waiters, entry.waiters = entry.waiters, []
+        self.failed += len(waiters)
+        for waiter in waiters:
+            waiter.errback(failure)
 
     # -- internals -----------------------------------------------------------
 

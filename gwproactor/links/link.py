@@ -378,20 +378,18 @@ class Link(Service):
         if ack is None:
             published.addErrback(self._publish_failed_plain)
             return published
-        published.addErrback(self._publish_failed_acked, ack)
+        published.addErrback(self._publish_failed_acked, header.message_id)
         return ack
 
     def _publish_failed_plain(self, failure: Failure) -> Failure:
         self.stats.publish_failures += 1
         return failure
 
-    def _publish_failed_acked(self, failure: Failure, ack: Deferred) -> None:
-        # The ack Deferred is the caller's; a lost publish fails it at once
-        # rather than after the ack timeout.
+    def _publish_failed_acked(self, failure: Failure, message_id: str) -> None:
+        # A lost publish fails the caller's ack Deferred at once rather than after the ack timeout.
         self.stats.publish_failures += 1
         failure.trap(NotConnectedError, PublishFailed)
-        if not ack.called:
-            ack.errback(LinkDown(f"publish on link {self.link_name} failed: {failure.getErrorMessage()}"))
+        self.acks.fail(message_id, LinkDown(f"publish on link {self.link_name} failed: {failure.getErrorMessage()}"))
 
     def _send_ack(self, message_id: str) -> None:
         if self.instrument.hold_acks:

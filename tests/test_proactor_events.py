@@ -1,0 +1,311 @@
+"""Clock-driven tests of event delivery between proactors joined by the in-memory fake broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from gwproactor.config import LinkSettings, ProactorSettings
+from gwproactor.interfaces import IEventStore, ILinkListener, IProactor
+from gwproactor.links.machine import LinkState
+from gwproactor.message import Codec, Event, ProblemEvent, StartupEvent, make_message, topic_for
+from gwproactor.proactor import Proactor
+from gwproactor.store import MemoryEventStore
+from gwproactor_test.fakes import FakeBroker
+
+ATN, SCADA1, SCADA2 = "d1.isone.ct", "d1.isone.ct.scada1", "d1.isone.ct.scada1.scada2"
+
+
+class Recording(Proactor):
+    """A proactor that records the events its application sees."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[Any] = []
+        self.activations: list[str] = []
+        self.deactivations: list[tuple[str, str]] = []
+
+    def handle_event(self, link: Any, event: Any) -> Any:
+        self.seen.append(event)
+        return super().handle_event(link, event)
+
+    def link_activated(self, link: Any) -> None:
+        self.activations.append(link.link_name)
+
+    def link_deactivated(self, link: Any, reason: str) -> None:
+        self.deactivations.append((link.link_name, reason))
+
+    def app_events(self) -> list[Any]:
+        return [e for e in self.seen if e.src != self.name and not e.type_name.startswith("gridworks.event.comm")]
+
+
+def settings(long_name: str, short_name: str, links: dict[str, LinkSettings]) -> ProactorSettings:
+    return ProactorSettings(long_name=long_name, short_name=short_name, links=links)
+
+
+def link_to(peer_long: str, peer_short: str, upstream: bool = False, window: int = 50) -> LinkSettings:
+    return LinkSettings(
+        peer_long_name=peer_long,
+        peer_short_name=peer_short,
+        upstream=upstream,
+        ack_timeout_s=5,
+        heartbeat_s=10,
+        receive_deadline_s=30,
+        window=window,
+    )
+
+
+class Pair:
+    """A child (scada1) with an upstream link to a parent (atn), on one Clock and one fake broker."""
+
+    def __init__(self, window: int = 50) -> None:
+        self.clock = Clock()
+        self.hub = FakeBroker(self.clock)
+        self.child_client = self.hub.client("child")
+        self.parent_client = self.hub.client("parent")
+        self.child = Recording(
+            settings(SCADA1, "s", {"parent": link_to(ATN, "a", upstream=True, window=window)}),
+            reactor=self.clock,
+            store=MemoryEventStore(clock=self.clock),
+            brokers={"default": self.child_client},
+        )
+        self.parent = Recording(
+            settings(ATN, "a", {"child": link_to(SCADA1, "s")}),
+            reactor=self.clock,
+            store=MemoryEventStore(clock=self.clock),
+            brokers={"default": self.parent_client},
+        )
+
+    def turn(self, n: int = 10) -> None:
+        for _ in range(n):
+            self.clock.advance(0)
+
+    def start(self) -> None:
+        self.child.startService()
+        self.parent.startService()
+        self.hub.connect_all()
+        self.turn()
+
+
+def event(src: str, n: int) -> Event:
+    return ProblemEvent(src=src, problem_type="warning", summary=f"event {n}", details="")
+
+
+def test_proactor_interfaces() -> None:
+    """A wired proactor provides IProactor and ILinkListener; its store provides IEventStore."""
+    p = Pair()
+    assert verifyObject(IProactor, p.child)
+    assert verifyObject(ILinkListener, p.child)
+    assert verifyObject(IEventStore, p.child.store)
+
+
+def test_pair_comes_up_active() -> None:
+    """Both sides of a pair reach active and call link_activated once."""
+    p = Pair()
+    p.start()
+    assert p.child.link_states() == {"parent": "active"}
+    assert p.parent.link_states() == {"child": "active"}
+    assert p.child.activations == ["parent"] and p.parent.activations == ["child"]
+
+
+def test_events_delivered_once_and_leave_store() -> None:
+    """Events generated while active reach the parent's application once, in order, and leave the child's store."""
+    p = Pair()
+    p.start()
+    for n in range(20):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn()
+    assert [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"] == [
+        f"event {n}" for n in range(20)
+    ]
+    assert p.child.store.pending_ids() == []
+    assert p.child.outbox.stats.acked >= 20
+
+
+def test_generate_event_fires_when_durable() -> None:
+    """generate_event's Deferred fires with the event id once the store has it."""
+    p = Pair()
+    ev = event(SCADA1, 1)
+    d = p.child.generate_event(ev)
+    assert d.result == ev.message_id
+    assert ev.message_id in p.child.store.pending_ids()
+
+
+def test_backlog_drains_after_parent_comes_up() -> None:
+    """Events generated while the parent is away wait in the store and are all delivered when it comes up."""
+    p = Pair()
+    p.child.startService()
+    p.child_client.connect()
+    p.turn()
+    for n in range(120):
+        p.child.generate_event(event(SCADA1, n))
+    assert len(p.child.store.pending_ids()) >= 120
+    p.parent.startService()
+    p.parent_client.connect()
+    # the child pings again within a heartbeat and finds the parent
+    p.clock.advance(10)
+    p.turn(50)
+    got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
+    assert got == [f"event {n}" for n in range(120)]
+    assert p.child.store.pending_ids() == []
+    assert p.child.outbox.stats.reuploaded >= 120
+
+
+def test_window_bounds_in_flight() -> None:
+    """No more than `window` events are unacked at once."""
+    p = Pair(window=5)
+    p.start()
+    p.parent.links["child"].instrument.hold_acks = True
+    for n in range(30):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn()
+    assert p.child.outbox.in_flight == 5
+    assert p.child.outbox.queued == 25
+    p.parent.links["child"].instrument.hold_acks = False
+    p.parent.links["child"].release_acks()
+    p.turn(30)
+    assert p.child.store.pending_ids() == []
+
+
+def test_duplicates_dropped_but_acked() -> None:
+    """An event received twice reaches the application once; both copies are acked."""
+    p = Pair()
+    p.start()
+    codec = Codec()
+    ev = event(SCADA1, 7)
+    frame = codec.encode(make_message(SCADA1, "a", ev))
+    topic = topic_for(SCADA1, "a", ev.type_name)
+    before = len(p.parent.app_events())
+    p.child_client.published.clear()
+    p.hub.route(topic, frame)
+    p.hub.route(topic, frame)
+    p.turn()
+    assert len(p.parent.app_events()) == before + 1
+    assert p.parent.counters["duplicates_dropped"] == 1
+    acks = [m for m in (codec.decode(x.payload) for x in p.parent_client.published) if m.payload.type_name == "gridworks.ack"]
+    assert [a.payload.ack_message_id for a in acks].count(ev.message_id) == 2
+
+
+def test_ack_timeout_resends_and_dedups() -> None:
+    """Events whose acks are lost are sent again after the link recovers; the parent's app still sees each once."""
+    p = Pair()
+    p.start()
+    parent_link = p.parent.links["child"]
+    parent_link.instrument.hold_acks = True
+    for n in range(5):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn()
+    p.clock.advance(5)  # ack timeout
+    assert p.child.links["parent"].state is not LinkState.active
+    assert ("parent", "ack_timeout") in p.child.deactivations
+    parent_link.instrument.held_acks.clear()  # those acks are lost
+    parent_link.instrument.hold_acks = False
+    p.clock.advance(5)  # the ping sent at the timeout also lost its ack; the next one gets through
+    p.turn(20)
+    assert p.child.links["parent"].state is LinkState.active
+    assert p.child.store.pending_ids() == []
+    got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
+    assert got == [f"event {n}" for n in range(5)]
+    assert p.child.outbox.stats.resent >= 5
+    assert p.parent.counters["duplicates_dropped"] >= 5
+
+
+def test_comm_events_travel_upstream() -> None:
+    """The child's comm events about its upstream link reach the parent."""
+    p = Pair()
+    p.start()
+    p.turn(20)
+    types = [e.type_name for e in p.parent.seen if e.src == SCADA1]
+    assert "gridworks.event.comm.peer.active" in types
+    assert "gridworks.event.startup" in types
+
+
+def test_undecodable_stored_event_set_aside() -> None:
+    """A stored event that cannot be decoded is set aside with a problem event, not retried forever."""
+    p = Pair()
+    p.child.store.append("bad-id", b"{not json")
+    p.start()
+    p.turn(20)
+    assert "bad-id" not in p.child.store.pending_ids()
+    assert p.child.outbox.stats.set_aside == 1
+    summaries = [e.summary for e in p.parent.seen if e.type_name == "gridworks.event.problem"]
+    assert any("set aside" in s for s in summaries)
+
+
+def test_broker_restart_delivers_everything() -> None:
+    """Events generated across a broker outage are all delivered once the broker is back."""
+    p = Pair()
+    p.start()
+    for n in range(10):
+        p.child.generate_event(event(SCADA1, n))
+    p.hub.disconnect_all()
+    for n in range(10, 20):
+        p.child.generate_event(event(SCADA1, n))
+    assert p.child.links["parent"].state is LinkState.connecting
+    p.hub.connect_all()
+    p.turn(30)
+    got = sorted(int(e.summary.split()[1]) for e in p.parent.app_events() if e.type_name == "gridworks.event.problem")
+    assert got == list(range(20))
+    assert p.child.store.pending_ids() == []
+
+
+def test_no_upstream_events_go_to_handle_event() -> None:
+    """Without an upstream link, generate_event hands the event to handle_event."""
+    p = Pair()
+    ev = StartupEvent(src=ATN)
+    d = p.parent.generate_event(ev)
+    assert d.result == ev.message_id
+    assert p.parent.seen[-1] is ev
+
+
+def test_two_upstream_links_refused() -> None:
+    """Configuring two upstream links is a clear ConfigError."""
+    from gwproactor.errors import ConfigError
+
+    clock = Clock()
+    with pytest.raises(ConfigError, match="upstream"):
+        Proactor(
+            settings(SCADA1, "s", {"a": link_to(ATN, "a", upstream=True), "b": link_to("d1.x", "x", upstream=True)}),
+            reactor=clock,
+            store=MemoryEventStore(clock=clock),
+            brokers={"default": FakeBroker(clock).client()},
+        )
+
+
+def test_tree_forwarding_preserves_src() -> None:
+    """scada2 → scada1 → atn: scada2's events reach atn once with their Src kept; scada1 acks after storing."""
+    clock = Clock()
+    hub = FakeBroker(clock)
+    scada2 = Recording(
+        settings(SCADA2, "s2", {"scada1": link_to(SCADA1, "s", upstream=True)}),
+        reactor=clock,
+        store=MemoryEventStore(clock=clock),
+        brokers={"default": hub.client("scada2")},
+    )
+    scada1 = Recording(
+        settings(SCADA1, "s", {"atn": link_to(ATN, "a", upstream=True), "scada2": link_to(SCADA2, "s2")}),
+        reactor=clock,
+        store=MemoryEventStore(clock=clock),
+        brokers={"default": hub.client("scada1")},
+    )
+    atn = Recording(
+        settings(ATN, "a", {"scada1": link_to(SCADA1, "s")}),
+        reactor=clock,
+        store=MemoryEventStore(clock=clock),
+        brokers={"default": hub.client("atn")},
+    )
+    for p in (scada2, scada1, atn):
+        p.startService()
+    hub.connect_all()
+    for _ in range(20):
+        clock.advance(0)
+    for n in range(15):
+        scada2.generate_event(event(SCADA2, n))
+    for _ in range(40):
+        clock.advance(0)
+    from_scada2 = [e for e in atn.seen if e.src == SCADA2 and e.type_name == "gridworks.event.problem"]
+    assert [e.summary for e in from_scada2] == [f"event {n}" for n in range(15)]
+    assert scada2.store.pending_ids() == [] and scada1.store.pending_ids() == []
