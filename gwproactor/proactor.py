@@ -19,7 +19,7 @@ from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLink
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
-from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, ProblemEvent, StartupEvent
+from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, ProblemEvent, ShutdownEvent, StartupEvent
 
 T = TypeVar("T")
 
@@ -115,6 +115,10 @@ class Proactor(MultiService):
         self.event_counts: Counter = Counter()
         self.counters: Counter = Counter()
         self._accepting: dict[str, Deferred] = {}
+        self.exit_code = 0
+        self.shutdown_reason: str | None = None
+        self._shutdown: Deferred | None = None
+        self._shut_down_waiters: list[Deferred] = []
         self.store = store if store is not None else self._open_store()
         received = getattr(self.store, "received", None)
         if received is None:
@@ -443,11 +447,77 @@ class Proactor(MultiService):
         self._generate_quietly(StartupEvent(src=self.name))
 
     def stopService(self) -> Deferred:
-        """Stop delivering, stop hosted services in reverse order one after another, then close the store."""
-        self.router.stop()
-        return Deferred.fromCoroutine(self._stop())
+        """Shut down gracefully (see :meth:`shutdown`); the Deferred fires when everything has stopped."""
+        return self.shutdown("service stopped")
 
-    async def _stop(self) -> None:
+    @property
+    def shutting_down(self) -> bool:
+        """True once a shutdown has begun."""
+        return self._shutdown is not None
+
+    def request_shutdown(self, reason: str, exit_code: int = 0) -> None:
+        """Ask for an orderly shutdown; callable from any thread and from any actor.
+
+        The runner (``gwproactor run``, ``twist gwproactor``) stops the reactor and
+        exits with ``exit_code`` when it is done; an embedding application waits on
+        :meth:`when_shut_down`.
+        """
+        if not threadable.isInIOThread():
+            self.reactor.callFromThread(self.request_shutdown, reason, exit_code)
+            return
+        self.shutdown(reason, exit_code)
+
+    def when_shut_down(self) -> Deferred:
+        """A Deferred that fires with the exit code once a shutdown has completed."""
+        d: Deferred = Deferred()
+        if self._shutdown is not None and self._shutdown.called:
+            d.callback(self.exit_code)
+        else:
+            self._shut_down_waiters.append(d)
+        return d
+
+    def shutdown(self, reason: str = "requested", exit_code: int = 0) -> Deferred:
+        """Shut down in order, once (later calls wait for the first).
+
+        Stop taking new work (the router stops delivering), let in-flight acks
+        arrive for up to ``settings.shutdown_grace_s``, record a shutdown event in
+        the store, stop the hosted services in reverse order (actors, links,
+        broker connections, which send MQTT DISCONNECT), then sync and close the
+        store.  The Deferred fires with the exit code.
+        """
+        if self._shutdown is None:
+            self.exit_code = exit_code
+            self.shutdown_reason = reason
+            self._shutdown = Deferred.fromCoroutine(self._graceful(reason))
+            self._shutdown.addBoth(self._shut_down)
+        d: Deferred = Deferred()
+        self._shutdown.addBoth(lambda r: (d.callback(self.exit_code), r)[1])
+        return d
+
+    def _shut_down(self, result: Any) -> None:
+        if isinstance(result, Failure):
+            self.log.failure("shutdown failed", result)
+            self.exit_code = self.exit_code or 1
+        waiters, self._shut_down_waiters = self._shut_down_waiters, []
+        for d in waiters:
+            d.callback(self.exit_code)
+
+    async def _graceful(self, reason: str) -> None:
+        from twisted.internet.task import deferLater
+
+        self.log.info("{name} shutting down: {reason}", name=self.name, reason=reason)
+        self.router.stop()
+        if self.running:
+            deadline = self.reactor.seconds() + self.settings.shutdown_grace_s
+            while self._in_flight() and self.reactor.seconds() < deadline:
+                await deferLater(self.reactor, 0.02, lambda: None)
+            event = ShutdownEvent(src=self.name, reason=reason)
+            try:
+                d = self.generate_event(event)
+                d.addTimeout(max(self.settings.shutdown_grace_s, 1.0), self.reactor)
+                await d
+            except BaseException:
+                self.log.failure("could not record the shutdown event")
         Service.stopService(self)
         for service in reversed(list(self)):
             try:
@@ -458,6 +528,10 @@ class Proactor(MultiService):
             await maybeDeferred(self.store.close)
         except BaseException:
             self.log.failure("closing the event store failed")
+        self.log.info("{name} stopped", name=self.name)
+
+    def _in_flight(self) -> int:
+        return sum(link.acks.in_flight for link in self.links.values() if link.is_active)
 
     # --- observability -------------------------------------------------------------------------
 

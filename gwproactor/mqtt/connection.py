@@ -1,0 +1,594 @@
+"""The broker connection service: one reconnecting MQTT 3.1.1 connection per broker, on the reactor thread."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any, Callable
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    SSL4ClientEndpoint,
+    clientFromString,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gwproactor.errors import (
+    ConfigError,
+    ConnectionRefusedByBroker,
+    InvalidTopic,
+    MQTTError,
+    NotConnectedError,
+    PublishFailed,
+)
+from gwproactor.interfaces import IBrokerObserver, IMQTTClient
+from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
+from gwproactor.mqtt.backoff import Backoff
+
+__all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
+
+log = Logger()
+
+_STOP_GRACE_S = 5.0
+
+
+@attrs.define(frozen=True)
+class TLSOptions:
+    """TLS settings of a broker connection given by host and port.
+
+    :param ca_file: PEM file of the CA that signed the broker's certificate
+        (``None``: the platform's trust store).
+    :param cert_file: PEM client certificate (mutual TLS), with ``key_file``.
+    :param key_file: PEM private key of ``cert_file``.
+    :param check_hostname: verify that the broker's certificate names the host
+        (``hostname`` or the connection's ``host``).  Turning it off still
+        verifies the certificate chain.
+    :param hostname: the name to check instead of the connection's host.
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    check_hostname: bool = True
+    hostname: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("TLSOptions: cert_file and key_file go together (give both or neither)")
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {path!r}: {e.strerror or e}") from e
+
+
+def _default_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@attrs.define
+class _Subscription:
+    qos: int
+    on_message: Callable[[str, bytes], Any]
+    acked: bool = False
+    pending_mid: int | None = None
+
+
+@implementer(IMQTTClient)
+@attrs.define(eq=False, slots=False)
+class BrokerConnection(Service):
+    """One connection to one MQTT broker, shared by the links that use it (an :class:`IMQTTClient`).
+
+    Configure it with a Twisted client endpoint string (``endpoint="tcp:host=h:port=1883"``,
+    ``"tls:..."``) or with ``host`` / ``port`` / ``tls``.  ``startService``
+    starts connecting; it reconnects forever with :class:`Backoff` delays
+    (attempt count reset by an accepting CONNACK), re-subscribes every topic
+    filter after every CONNACK and reports its state to
+    :class:`~gwproactor.interfaces.IBrokerObserver` observers.
+
+    Every connection uses a clean session: QoS 1 publishes in flight when a
+    connection drops errback with :class:`~gwproactor.errors.PublishFailed` and
+    are never retransmitted on the next connection.
+
+    :param keepalive: MQTT keepalive, seconds (sent rounded up to whole seconds);
+        a connection from which nothing was received for ``keepalive`` seconds is
+        dropped and re-made.
+    :param connect_timeout: seconds from the start of an attempt to the CONNACK;
+        an attempt that takes longer is aborted and retried with backoff.
+    """
+
+    name: str
+    reactor: Any = attrs.field(factory=_default_reactor)
+    endpoint: str | None = None
+    host: str | None = None
+    port: int | None = None
+    tls: TLSOptions | None = None
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    keepalive: float = 60.0
+    backoff: Backoff = attrs.field(factory=Backoff)
+    connect_timeout: float = 10.0
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    _observers: list[Any] = attrs.field(init=False, factory=list)
+    _subscriptions: dict[str, _Subscription] = attrs.field(init=False, factory=dict)
+    _filters: TopicFilters = attrs.field(init=False, factory=TopicFilters)
+    _sub_mids: dict[int, str] = attrs.field(init=False, factory=dict)
+    _in_flight: dict[int, Deferred] = attrs.field(init=False, factory=dict)
+    _when_connected: list[Deferred] = attrs.field(init=False, factory=list)
+    _when_subscribed: list[Deferred] = attrs.field(init=False, factory=list)
+    _when_closed: list[Deferred] = attrs.field(init=False, factory=list)
+    _counters: dict[str, int] = attrs.field(init=False, factory=dict)
+    _client_endpoint: Any = attrs.field(init=False, default=None)
+    _session: PahoProtocol | None = attrs.field(init=False, default=None)
+    _attempt_d: Deferred | None = attrs.field(init=False, default=None)
+    _retry_call: IDelayedCall | None = attrs.field(init=False, default=None)
+    _timeout_call: IDelayedCall | None = attrs.field(init=False, default=None)
+    _failures: int = attrs.field(init=False, default=0)
+    _connected: bool = attrs.field(init=False, default=False)
+    _fully_subscribed: bool = attrs.field(init=False, default=False)
+    _stopping: bool = attrs.field(init=False, default=False)
+    _attempt_timed_out: bool = attrs.field(init=False, default=False)
+    last_error: str | None = attrs.field(init=False, default=None)
+    """Why the last connect attempt failed or the last connection was lost (``None`` before any)."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("BrokerConnection needs a name")
+        if self.endpoint is None and self.host is None:
+            raise ConfigError(f"broker {self.name!r}: give an endpoint string or a host")
+        if self.endpoint is not None and (self.host is not None or self.tls is not None):
+            raise ConfigError(f"broker {self.name!r}: give an endpoint string or host/port/tls, not both")
+        if self.keepalive <= 0 or self.keepalive > 65535:
+            raise ConfigError(f"broker {self.name!r}: keepalive must be in (0, 65535] s, got {self.keepalive!r}")
+        if self.connect_timeout <= 0:
+            raise ConfigError(f"broker {self.name!r}: connect_timeout must be > 0, got {self.connect_timeout!r}")
+        if self.client_id is None:
+            self.client_id = f"gwp-{uuid.uuid4().hex[:16]}"
+        self._counters.update(
+            connects=0,
+            disconnects=0,
+            connect_failures=0,
+            refused_connacks=0,
+            suback_failures=0,
+            messages_in=0,
+            messages_out=0,
+            callback_errors=0,
+            bytes_in=0,
+            bytes_out=0,
+        )
+
+    # -- IMQTTClient: state ----------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        """True between an accepting CONNACK and the loss of the connection."""
+        return self._connected
+
+    @property
+    def is_fully_subscribed(self) -> bool:
+        """True while connected and every registered filter has a successful SUBACK."""
+        return self._connected and self._fully_subscribed
+
+    def is_subscribed(self, topic_filter: str) -> bool:
+        """True if ``topic_filter`` has a successful SUBACK on the current connection."""
+        sub = self._subscriptions.get(topic_filter)
+        return bool(self._connected and sub is not None and sub.acked)
+
+    def stats(self) -> dict[str, int]:
+        """Return a copy of the counters (connects, disconnects, connect_failures, refused_connacks,
+        suback_failures, messages_in, messages_out, callback_errors, bytes_in, bytes_out)."""
+        return dict(self._counters)
+
+    # -- IMQTTClient: observers and waiting ------------------------------------------
+    def add_observer(self, observer: Any) -> None:
+        """Tell ``observer`` (an :class:`IBrokerObserver`) about state changes from now on."""
+        if not IBrokerObserver.providedBy(observer):
+            raise TypeError(f"{observer!r} does not provide IBrokerObserver")
+        if observer not in self._observers:
+            self._observers.append(observer)
+
+    def remove_observer(self, observer: Any) -> None:
+        """Stop telling ``observer``; no error if it was not observing."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def when_connected(self) -> Deferred:
+        """A Deferred that fires (with this connection) once connected; at once if connected now."""
+        if self._connected:
+            return defer.succeed(self)
+        return self._waiter(self._when_connected)
+
+    def when_subscribed(self) -> Deferred:
+        """A Deferred that fires (with this connection) once fully subscribed; at once if so now."""
+        if self.is_fully_subscribed:
+            return defer.succeed(self)
+        return self._waiter(self._when_subscribed)
+
+    def _waiter(self, waiters: list[Deferred]) -> Deferred:
+        def cancel(d: Deferred) -> None:
+            if d in waiters:
+                waiters.remove(d)
+
+        d: Deferred = Deferred(cancel)
+        waiters.append(d)
+        return d
+
+    # -- IMQTTClient: subscriptions ------------------------------------------------------
+    def add_subscription(self, topic_filter: str, qos: int, on_message: Callable[[str, bytes], Any]) -> None:
+        """Register ``topic_filter``; ``on_message(topic: str, payload: bytes)`` gets its messages.
+
+        Subscribes at once when connected, and again after every CONNACK.
+        Registering a filter again replaces its QoS and callback.
+
+        :raises InvalidTopic: ``topic_filter`` is not a valid MQTT topic filter.
+        :raises ValueError: ``qos`` is not 0, 1 or 2.
+        """
+        problem = topic_filter_error(topic_filter)
+        if problem is not None:
+            raise InvalidTopic(f"invalid topic filter {topic_filter!r}: {problem}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        if not callable(on_message):
+            raise TypeError("on_message must be callable as on_message(topic: str, payload: bytes)")
+        sub = _Subscription(qos=qos, on_message=on_message)
+        self._subscriptions[topic_filter] = sub
+        self._filters.set(topic_filter, (topic_filter, on_message))
+        self._fully_subscribed = False
+        if self._connected:
+            self._send_subscribe(topic_filter, sub)
+
+    def remove_subscription(self, topic_filter: str) -> None:
+        """Forget ``topic_filter`` (and unsubscribe when connected); no error if it is unknown."""
+        sub = self._subscriptions.pop(topic_filter, None)
+        if sub is None:
+            return
+        self._filters.remove(topic_filter)
+        if sub.pending_mid is not None:
+            self._sub_mids.pop(sub.pending_mid, None)
+        if self._connected and self._session is not None:
+            try:
+                self._session.unsubscribe([topic_filter])
+            except ConnectionError:
+                pass
+            self._check_fully_subscribed()
+
+    def _send_subscribe(self, topic_filter: str, sub: _Subscription) -> None:
+        assert self._session is not None
+        sub.acked = False
+        try:
+            mid = self._session.subscribe([(topic_filter, sub.qos)])
+        except ConnectionError:
+            return  # the connection is going; the next CONNACK re-subscribes
+        sub.pending_mid = mid
+        self._sub_mids[mid] = topic_filter
+
+    def _check_fully_subscribed(self) -> None:
+        if not self._connected or self._fully_subscribed:
+            return
+        if all(sub.acked for sub in self._subscriptions.values()):
+            self._fully_subscribed = True
+            log.info("broker {broker}: fully subscribed ({count} filters)", broker=self.name,
+                     count=len(self._subscriptions))
+            self._fire(self._when_subscribed, self)
+
+    # -- IMQTTClient: publish ------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int) -> Deferred:
+        """Publish ``payload`` (bytes) to ``topic`` at QoS 0 or 1.
+
+        Returns a Deferred: QoS 0 fires once the PUBLISH is handed to the
+        transport, QoS 1 on PUBACK; it errbacks at once with
+        :class:`~gwproactor.errors.NotConnectedError` when disconnected and with
+        :class:`~gwproactor.errors.PublishFailed` when the connection is lost
+        before the PUBACK.  Bad arguments errback with :class:`InvalidTopic` /
+        :class:`ValueError` / :class:`TypeError`.
+        """
+        problem = topic_name_error(topic)
+        if problem is not None:
+            return defer.fail(InvalidTopic(f"invalid topic {topic!r}: {problem}"))
+        if qos not in (0, 1):
+            return defer.fail(ValueError(f"qos must be 0 or 1, got {qos!r}"))
+        if not isinstance(payload, (bytes, bytearray)):
+            return defer.fail(TypeError(f"payload must be bytes, got {type(payload).__name__}"))
+        session = self._session
+        if not self._connected or session is None:
+            return defer.fail(NotConnectedError(f"broker {self.name!r} is not connected; cannot publish to {topic!r}"))
+        try:
+            mid, written = session.publish(topic, payload, qos)
+        except ConnectionError as e:
+            return defer.fail(NotConnectedError(f"broker {self.name!r}: {e}"))
+        self._counters["messages_out"] += 1
+        if qos == 0 and written:
+            return defer.succeed(None)
+        d: Deferred = Deferred()
+        self._in_flight[mid] = d
+        return d
+
+    # -- IMQTTClient: fault handling -------------------------------------------------
+    def drop_connection(self) -> None:
+        """Close the current connection abruptly; it reconnects by itself (with backoff)."""
+        if self._session is not None:
+            self._session.abort("dropped by drop_connection()")
+
+    # -- service lifecycle ------------------------------------------------------------
+    def startService(self) -> None:
+        """Build the endpoint (reading certificate files once) and start connecting."""
+        self._client_endpoint = self._make_endpoint()
+        Service.startService(self)
+        self._stopping = False
+        self._failures = 0
+        self._connect()
+
+    def stopService(self) -> Deferred:
+        """Send DISCONNECT when connected, close, cancel retries; fires once the connection is closed."""
+        Service.stopService(self)
+        self._stopping = True
+        self._cancel_call("_retry_call")
+        self._cancel_call("_timeout_call")
+        if self._attempt_d is not None:
+            attempt, self._attempt_d = self._attempt_d, None
+            attempt.cancel()
+        session = self._session
+        if session is None:
+            return defer.succeed(None)
+        d: Deferred = Deferred()
+        self._when_closed.append(d)
+        if self._connected:
+            session.disconnect()
+            grace = self.reactor.callLater(_STOP_GRACE_S, session.abort, "stop: DISCONNECT not completed in time")
+
+            def closed(result: Any) -> Any:
+                if grace.active():
+                    grace.cancel()
+                return result
+
+            d.addBoth(closed)
+        else:
+            session.abort("stopped")
+        return d
+
+    def _make_endpoint(self) -> IStreamClientEndpoint:
+        if self.endpoint is not None:
+            try:
+                return clientFromString(self.reactor, self.endpoint)
+            except Exception as e:
+                raise ConfigError(f"broker {self.name!r}: bad endpoint string {self.endpoint!r}: {e}") from e
+        assert self.host is not None
+        port = self.port if self.port is not None else (8883 if self.tls is not None else 1883)
+        tcp = HostnameEndpoint(self.reactor, self.host, port, timeout=self.connect_timeout)
+        if self.tls is None:
+            return tcp
+        from twisted.internet import ssl
+
+        tls = self.tls
+        try:
+            trust = ssl.Certificate.loadPEM(_read_file(tls.ca_file, "CA file")) if tls.ca_file else None
+            client_cert = None
+            if tls.cert_file is not None and tls.key_file is not None:
+                pem = _read_file(tls.cert_file, "client certificate") + b"\n" + _read_file(tls.key_file, "client key")
+                client_cert = ssl.PrivateCertificate.loadPEM(pem)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"broker {self.name!r}: cannot load TLS certificates: {e}") from e
+        if tls.check_hostname:
+            options = ssl.optionsForClientTLS(
+                tls.hostname or self.host,
+                trustRoot=trust if trust is not None else ssl.platformTrust(),
+                clientCertificate=client_cert,
+            )
+            return wrapClientTLS(options, tcp)
+        # No hostname check: the chain is still verified against the CA (or the platform's roots).
+        kwargs: dict[str, Any] = {
+            "trustRoot": ssl.trustRootFromCertificates([trust]) if trust is not None else ssl.platformTrust()
+        }
+        if client_cert is not None:
+            kwargs.update(privateKey=client_cert.privateKey.original, certificate=client_cert.original)
+        return SSL4ClientEndpoint(self.reactor, self.host, port, ssl.CertificateOptions(**kwargs),
+                                  timeout=self.connect_timeout)
+
+    # -- connecting -------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self._retry_call = None
+        if self._stopping or not self.running:
+            return
+        session = PahoProtocol(
+            listener=self,
+            clock=self.reactor,
+            client_id=self.client_id or "",
+            keepalive=self.keepalive,
+            username=self.username,
+            password=self.password,
+            stats=self._counters,
+            broker_label=self.name,
+        )
+        self._attempt_timed_out = False
+        self._timeout_call = self.reactor.callLater(self.connect_timeout, self._connect_timed_out)
+        try:
+            attempt = connectProtocol(self._client_endpoint, session)
+        except Exception:
+            attempt = defer.fail()
+        self._attempt_d = attempt
+        attempt.addCallbacks(self._tcp_connected, self._tcp_failed)
+
+    def _tcp_connected(self, session: PahoProtocol) -> None:
+        self._attempt_d = None
+        if self._stopping:
+            session.abort("stopped")
+            return
+        self._session = session
+
+    def _tcp_failed(self, failure: Failure) -> None:
+        self._attempt_d = None
+        if self._stopping:
+            return
+        self._cancel_call("_timeout_call")
+        if self._attempt_timed_out:
+            reason = f"TCP/TLS connect not done within connect_timeout={self.connect_timeout} s"
+        else:
+            reason = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        self._attempt_failed(reason)
+
+    def _connect_timed_out(self) -> None:
+        self._timeout_call = None
+        reason = f"no CONNACK within connect_timeout={self.connect_timeout} s"
+        if self._attempt_d is not None:
+            self._attempt_timed_out = True
+            self._attempt_d.cancel()  # _tcp_failed counts it and schedules the retry
+        elif self._session is not None and not self._connected:
+            self._session.abort(reason)
+
+    def _attempt_failed(self, reason: str) -> None:
+        self.last_error = reason
+        self._counters["connect_failures"] += 1
+        log.error("broker {broker}: connect attempt failed: {reason}", broker=self.name, reason=reason)
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        if self._stopping or not self.running or self._retry_call is not None:
+            return
+        delay = self.backoff.delay(self._failures, self.rng)
+        self._failures += 1
+        log.info("broker {broker}: reconnecting in {delay:.3f} s (attempt {attempt})", broker=self.name,
+                 delay=delay, attempt=self._failures)
+        self._retry_call = self.reactor.callLater(delay, self._connect)
+
+    def _cancel_call(self, attribute: str) -> None:
+        call = getattr(self, attribute)
+        setattr(self, attribute, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    # -- SessionListener (called by PahoProtocol) -----------------------------------------------
+    def mqtt_connack(self, session: PahoProtocol, code: int, reason: str) -> None:
+        """The broker answered CONNECT."""
+        if session is not self._session:
+            return
+        self._cancel_call("_timeout_call")
+        if code != 0:
+            self._counters["refused_connacks"] += 1
+            error = ConnectionRefusedByBroker(code, reason)
+            log.error("broker {broker}: {error}", broker=self.name, error=str(error), reason_code=code)
+            session.abort(str(error))
+            return
+        self._failures = 0
+        self._connected = True
+        self._fully_subscribed = False
+        self._counters["connects"] += 1
+        log.info("broker {broker}: connected (client id {client_id})", broker=self.name, client_id=self.client_id)
+        self._notify("broker_connected")
+        self._fire(self._when_connected, self)
+        if not self._connected:
+            return
+        self._sub_mids.clear()
+        for topic_filter, sub in list(self._subscriptions.items()):
+            if not self._connected:
+                return
+            self._send_subscribe(topic_filter, sub)
+        self._check_fully_subscribed()
+
+    def mqtt_suback(self, session: PahoProtocol, mid: int, codes: list[int]) -> None:
+        """The broker answered a SUBSCRIBE (one filter per SUBSCRIBE)."""
+        if session is not self._session:
+            return
+        topic_filter = self._sub_mids.pop(mid, None)
+        sub = self._subscriptions.get(topic_filter) if topic_filter is not None else None
+        if sub is None or sub.pending_mid != mid:
+            return
+        sub.pending_mid = None
+        code = codes[0] if codes else 0x80
+        if code >= 0x80:
+            sub.acked = False
+            self._counters["suback_failures"] += 1
+            reason = f"SUBACK failure code 0x{code:02x} (the broker refused the subscription; check its ACL)"
+            log.error("broker {broker}: subscription of {topic_filter} refused: {reason}", broker=self.name,
+                      topic_filter=topic_filter, reason=reason)
+            self._notify("broker_subscribe_failed", topic_filter, reason)
+            return
+        sub.acked = True
+        self._notify("broker_subscribed", topic_filter, code)
+        self._check_fully_subscribed()
+
+    def mqtt_published(self, session: PahoProtocol, mid: int) -> None:
+        """A QoS 1 PUBLISH was acknowledged (or a delayed QoS 0 one was written)."""
+        d = self._in_flight.pop(mid, None)
+        if d is not None:
+            d.callback(None)
+
+    def mqtt_message(self, session: PahoProtocol, topic: str, payload: bytes) -> None:
+        """A PUBLISH arrived: hand it to every matching subscription's callback."""
+        self._counters["messages_in"] += 1
+        for topic_filter, on_message in self._filters.match(topic):
+            try:
+                result = on_message(topic, payload)
+            except Exception:
+                self._callback_failed(Failure(), topic_filter, topic)
+            else:
+                if isinstance(result, Deferred):
+                    result.addErrback(self._callback_failed, topic_filter, topic)
+
+    def _callback_failed(self, failure: Failure, topic_filter: str, topic: str) -> None:
+        self._counters["callback_errors"] += 1
+        log.failure("broker {broker}: on_message for {topic_filter} failed on a message to {topic}",
+                    failure=failure, broker=self.name, topic_filter=topic_filter, topic=topic)
+
+    def mqtt_lost(self, session: PahoProtocol, reason: str) -> None:
+        """The connection of ``session`` is gone."""
+        if session is not self._session:
+            return
+        self._session = None
+        self._cancel_call("_timeout_call")
+        was_connected = self._connected
+        self._connected = False
+        self._fully_subscribed = False
+        self._sub_mids.clear()
+        for sub in self._subscriptions.values():
+            sub.acked = False
+            sub.pending_mid = None
+        in_flight, self._in_flight = self._in_flight, {}
+        if was_connected:
+            self.last_error = reason
+            self._counters["disconnects"] += 1
+            log_fn = log.info if self._stopping else log.warn
+            log_fn("broker {broker}: disconnected: {reason}", broker=self.name, reason=reason)
+        for d in in_flight.values():
+            d.errback(PublishFailed(f"broker {self.name!r}: connection lost before PUBACK ({reason})"))
+        if was_connected:
+            self._notify("broker_disconnected", reason)
+        if self._stopping:
+            self._fire(self._when_closed, None)
+            return
+        if was_connected:
+            self._schedule_retry()
+        else:
+            self._attempt_failed(reason)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _notify(self, method: str, *args: Any) -> None:
+        for observer in list(self._observers):
+            try:
+                getattr(observer, method)(self, *args)
+            except Exception:
+                self._counters["callback_errors"] += 1
+                log.failure("broker {broker}: observer {observer!r} failed in {method}", broker=self.name,
+                            observer=observer, method=method)
+
+    def _fire(self, waiters: list[Deferred], result: Any) -> None:
+        pending = list(waiters)
+        del waiters[:]
+        for d in pending:
+            d.callback(result)

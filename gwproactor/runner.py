@@ -1,0 +1,158 @@
+"""Running an application: load ``package.module:factory``, build its proactor, run it until a clean shutdown.
+
+An application is a :class:`~gwproactor.proactor.Proactor` subclass (built from
+settings loaded from the environment) or a factory callable.  The same
+:func:`make_service` serves ``gwproactor run``, the ``twist gwproactor`` plugin
+and ``.tac`` files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+from twisted.logger import Logger
+
+from gwproactor.config import ProactorSettings, load_settings
+from gwproactor.errors import ConfigError
+
+__all__ = ["AppSpec", "load_app", "make_service", "run"]
+
+log = Logger(namespace="gwproactor.runner")
+
+
+@attrs.frozen
+class AppSpec:
+    """What to run.
+
+    :param app: ``package.module:name`` of a Proactor subclass or of a factory
+        ``factory(reactor=..., settings=...) -> Proactor`` (``settings`` may be None).
+    :param env_prefix: prefix of the settings' environment variables (``<PREFIX>_LONG_NAME`` ...).
+    :param dotenv: optional ``.env`` file with more variables.
+    """
+
+    app: str
+    env_prefix: str = "GWP"
+    dotenv: str | None = None
+
+
+def load_app(spec: str) -> Any:
+    """Import ``package.module:name`` and return the object; errors say what to fix."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--app must look like package.module:name, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"--app {spec!r}: cannot import {module_name!r}: {e}") from e
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"--app {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _settings_class(obj: Any) -> type:
+    cls = getattr(obj, "settings_class", None)
+    return cls if isinstance(cls, type) and issubclass(cls, ProactorSettings) else ProactorSettings
+
+
+def make_service(spec: AppSpec, reactor: Any) -> Any:
+    """Build the application's proactor (an ``IService``)."""
+    from gwproactor.proactor import Proactor
+
+    obj = load_app(spec.app)
+    if isinstance(obj, type) and issubclass(obj, Proactor):
+        settings = load_settings(_settings_class(obj), prefix=spec.env_prefix, dotenv=spec.dotenv)
+        return obj(settings, reactor=reactor)
+    if callable(obj):
+        kwargs: dict[str, Any] = {}
+        params = inspect.signature(obj).parameters
+        if "reactor" in params:
+            kwargs["reactor"] = reactor
+        if "settings" in params:
+            settings_cls = _settings_class(obj)
+            kwargs["settings"] = load_settings(settings_cls, prefix=spec.env_prefix, dotenv=spec.dotenv)
+        service = obj(**kwargs)
+        if not isinstance(service, Proactor):
+            raise ConfigError(f"--app {spec.app!r} returned {type(service).__name__}, not a Proactor")
+        return service
+    raise ConfigError(f"--app {spec.app!r} is neither a Proactor subclass nor a factory")
+
+
+def install_reactor(name: str) -> Any:
+    """Install the named reactor (``default`` or ``asyncio``) and return it."""
+    if name == "asyncio":
+        if "twisted.internet.reactor" not in sys.modules:
+            from twisted.internet import asyncioreactor
+
+            asyncioreactor.install()
+    elif name != "default":
+        raise ConfigError(f"--reactor must be 'default' or 'asyncio', got {name!r}")
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def start_logging(level: str = "info", stream: Any = None) -> None:
+    """Send twisted.logger events at ``level`` and above to ``stream`` (default stderr), one text line each."""
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner
+    from twisted.logger import textFileLogObserver
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level.lower()))
+    observer = FilteringLogObserver(textFileLogObserver(stream or sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str = "info",
+        ready_file: str | None = None, on_ready: Callable[[Any], Any] | None = None) -> int:
+    """Run the application until it shuts down; return the process exit status.
+
+    SIGTERM / SIGINT start a graceful shutdown (:meth:`~gwproactor.proactor.Proactor.shutdown`);
+    a second signal exits at once (the store's records are framed and checksummed, so
+    whatever was written is consistent).
+    """
+    reactor = install_reactor(reactor_name)
+    start_logging(log_level)
+    try:
+        proactor = make_service(spec, reactor)
+    except ConfigError as e:
+        print(f"gwproactor: {e}", file=sys.stderr)
+        return 2
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            reactor.callFromThread(proactor.request_shutdown, f"signal {signal.Signals(signum).name}")
+        else:
+            try:
+                proactor.store.close()
+            finally:
+                os._exit(130)
+
+    def started() -> None:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        proactor.startService()
+        if ready_file:
+            Path(ready_file).write_text(str(os.getpid()))
+        if on_ready is not None:
+            on_ready(proactor)
+
+    def stopped(exit_code: int) -> None:
+        if reactor.running:
+            reactor.stop()
+
+    proactor.when_shut_down().addCallback(stopped)
+    reactor.callWhenRunning(started)
+    reactor.run(installSignalHandlers=False)
+    return proactor.exit_code

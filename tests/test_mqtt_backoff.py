@@ -1,0 +1,167 @@
+"""Backoff policy and BrokerConnection reconnect timing, on a memory reactor (no broker)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from gwproactor.mqtt import Backoff, BrokerConnection
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+
+
+def test_ceiling_grows_then_caps() -> None:
+    """The ceiling doubles from ``initial`` and never exceeds ``cap``."""
+    b = Backoff(initial=0.5, factor=2.0, cap=4.0)
+    assert [b.ceiling(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert b.ceiling(10_000) == 4.0
+
+
+def test_defaults() -> None:
+    """Defaults are initial 0.5 s, factor 2, cap 60 s."""
+    assert Backoff() == Backoff(initial=0.5, factor=2.0, cap=60.0)
+    assert Backoff().ceiling(20) == 60.0
+
+
+def test_full_jitter_within_ceiling_and_seeded() -> None:
+    """``delay`` is uniform in [0, ceiling] and reproducible with a seeded Random."""
+    b = Backoff(initial=1.0, factor=2.0, cap=8.0)
+    got = [b.delay(n, random.Random(7)) for n in range(6)]
+    want = [random.Random(7).uniform(0, b.ceiling(n)) for n in range(6)]
+    assert got == want
+    rng = random.Random(1)
+    samples = [b.delay(5, rng) for _ in range(2000)]
+    assert 0.0 <= min(samples) < 0.5 and 7.5 < max(samples) <= 8.0
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"initial": 0}, {"cap": -1}, {"factor": 0.5}, {"initial": 2.0, "cap": 1.0}]
+)
+def test_bad_parameters_raise(kwargs: dict) -> None:
+    """Nonsense parameters are refused with ValueError."""
+    with pytest.raises(ValueError):
+        Backoff(**kwargs)
+
+
+def test_negative_attempt_raises() -> None:
+    """A negative attempt number is a ValueError."""
+    with pytest.raises(ValueError):
+        Backoff().delay(-1, random.Random(0))
+
+
+# -- the service on a MemoryReactorClock ------------------------------------------------------------
+
+
+def _service(reactor: MemoryReactorClock, seed: int = 3, **kwargs) -> BrokerConnection:
+    conn = BrokerConnection(
+        "b",
+        reactor,
+        endpoint="tcp:host=127.0.0.1:port=1883",
+        backoff=Backoff(initial=0.5, factor=2.0, cap=4.0),
+        rng=random.Random(seed),
+        **kwargs,
+    )
+    return conn
+
+
+def _refuse_latest(reactor: MemoryReactorClock) -> None:
+    factory = reactor.tcpClients[-1][2]
+    factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+
+
+def _accept_latest(reactor: MemoryReactorClock):
+    factory = reactor.tcpClients[-1][2]
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_retries_follow_backoff_with_jitter_and_cap() -> None:
+    """Refused TCP connects are retried after Backoff.delay(0), delay(1), ... (capped), drawn from the seeded rng."""
+    reactor = MemoryReactorClock()
+    conn = _service(reactor)
+    conn.startService()
+    expected_rng = random.Random(3)
+    policy = Backoff(initial=0.5, factor=2.0, cap=4.0)
+    for attempt in range(8):
+        assert len(reactor.tcpClients) == attempt + 1
+        _refuse_latest(reactor)
+        delay = policy.delay(attempt, expected_rng)
+        assert delay <= 4.0
+        calls = [c for c in reactor.getDelayedCalls() if c.func == conn._connect]
+        assert len(calls) == 1
+        assert calls[0].getTime() == pytest.approx(reactor.seconds() + delay)
+        reactor.advance(delay)
+    assert conn.stats()["connect_failures"] == 8
+    conn.stopService()
+    assert [c for c in reactor.getDelayedCalls() if c.active()] == []
+
+
+def test_backoff_resets_after_connack() -> None:
+    """After an accepting CONNACK the next reconnect uses attempt 0 again."""
+    reactor = MemoryReactorClock()
+    conn = _service(reactor, seed=11)
+    conn.startService()
+    expected_rng = random.Random(11)
+    policy = Backoff(initial=0.5, factor=2.0, cap=4.0)
+    for attempt in range(4):
+        _refuse_latest(reactor)
+        reactor.advance(policy.delay(attempt, expected_rng))
+    proto, transport = _accept_latest(reactor)
+    proto.dataReceived(CONNACK_OK)
+    assert conn.is_connected
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert not conn.is_connected
+    delay = policy.delay(0, expected_rng)
+    calls = [c for c in reactor.getDelayedCalls() if c.func == conn._connect]
+    assert calls[0].getTime() == pytest.approx(reactor.seconds() + delay)
+    assert delay <= 0.5
+    conn.stopService()
+
+
+def test_connect_timeout_without_connack_retries() -> None:
+    """TCP made but no CONNACK within connect_timeout: the attempt is aborted, counted and retried with backoff."""
+    reactor = MemoryReactorClock()
+    conn = _service(reactor, connect_timeout=3.0)
+    conn.startService()
+    proto, transport = _accept_latest(reactor)
+    reactor.advance(2.9)
+    assert not transport.disconnecting
+    reactor.advance(0.2)
+    assert transport.disconnecting
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert conn.stats()["connect_failures"] == 1
+    delay = Backoff(initial=0.5, factor=2.0, cap=4.0).delay(0, random.Random(3))
+    reactor.advance(delay)
+    assert len(reactor.tcpClients) == 2
+    conn.stopService()
+
+
+def test_connect_timeout_while_tcp_pending_cancels_attempt() -> None:
+    """A TCP connect still pending at connect_timeout is cancelled, counted once and retried."""
+    reactor = MemoryReactorClock()
+    conn = _service(reactor, connect_timeout=2.0)
+    conn.startService()
+    reactor.advance(2.0)
+    assert reactor.connectors[-1].stoppedConnecting
+    assert conn.stats()["connect_failures"] == 1
+    assert len([c for c in reactor.getDelayedCalls() if c.func == conn._connect]) == 1
+    conn.stopService()
+
+
+def test_stop_cancels_pending_retry() -> None:
+    """stopService while waiting to retry cancels the retry and fires at once."""
+    reactor = MemoryReactorClock()
+    conn = _service(reactor)
+    conn.startService()
+    _refuse_latest(reactor)
+    d = conn.stopService()
+    assert d.called
+    reactor.advance(100)
+    assert len(reactor.tcpClients) == 1
+    assert reactor.getDelayedCalls() == [] or all(not c.active() for c in reactor.getDelayedCalls())
