@@ -156,3 +156,32 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str = "info"
     reactor.callWhenRunning(started)
     reactor.run(installSignalHandlers=False)
     return proactor.exit_code
+
+
+def add_run_arguments(parser: Any) -> None:
+    """Add the ``run`` options to an argparse parser."""
+    parser.add_argument("--app", required=True, help="package.module:name of a Proactor subclass or factory")
+    parser.add_argument("--env-prefix", default="GWP", help="prefix of the settings' environment variables (default GWP)")
+    parser.add_argument("--dotenv", default=None, help="a .env file with more settings")
+    parser.add_argument("--reactor", choices=("default", "asyncio"), default="default", help="which reactor to run on")
+    parser.add_argument("--log-level", default="info", help="debug, info, warn, error (default info)")
+    parser.add_argument("--ready-file", default=None, help="write the pid to this file once started (for supervisors and tests)")
+
+
+def run_from_args(args: Any) -> int:
+    """Run with parsed ``add_run_arguments`` options."""
+    spec = AppSpec(app=args.app, env_prefix=args.env_prefix, dotenv=args.dotenv)
+    return run(spec, reactor_name=args.reactor, log_level=args.log_level, ready_file=args.ready_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gwproactor.runner --app package.module:name``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="gwproactor run", description="Run a gwproactor application.")
+    add_run_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

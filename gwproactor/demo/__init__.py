@@ -1,0 +1,1 @@
+"""The demo: two linked processes exchanging events through an outage (``gwproactor demo``)."""

@@ -1,0 +1,150 @@
+"""Live tests with real processes: the runner under SIGTERM, and kill -9 crash loops against a running parent."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import deferLater
+
+from gwproactor.config import BrokerSettings, LinkSettings, StoreSettings
+from gwproactor.demo.apps import DemoParent, DemoParentSettings, Reading
+from gwproactor.store import FileEventStore
+from gwproactor_test.process import ProactorProcess
+from gwproactor_test.wait import await_for
+
+pytestmark = pytest.mark.live
+
+CHILD, PARENT = "d1.crash.child", "d1.crash"
+
+
+def child_env(broker: Any, store_dir: Path, record_file: Path, **demo: Any) -> dict[str, str]:
+    env = {
+        "GWP_LONG_NAME": CHILD,
+        "GWP_SHORT_NAME": "c",
+        "GWP_BROKERS__DEFAULT__ENDPOINT": broker.endpoint(),
+        "GWP_LINKS__PARENT__PEER_LONG_NAME": PARENT,
+        "GWP_LINKS__PARENT__PEER_SHORT_NAME": "p",
+        "GWP_LINKS__PARENT__UPSTREAM": "true",
+        "GWP_LINKS__PARENT__ACK_TIMEOUT_S": "2",
+        "GWP_LINKS__PARENT__HEARTBEAT_S": "1",
+        "GWP_LINKS__PARENT__RECEIVE_DEADLINE_S": "4",
+        "GWP_STORE__DIRECTORY": str(store_dir),
+        "GWP_DEMO__RECORD_FILE": str(record_file),
+    }
+    env.update({f"GWP_DEMO__{k.upper()}": str(v) for k, v in demo.items()})
+    return env
+
+
+class RecordingParent(DemoParent):
+    """Keeps every event id its application sees, in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ids: list[str] = []
+
+    def handle_event(self, link: Any, event: Any) -> Any:
+        if isinstance(event, Reading):
+            self.ids.append(event.message_id)
+        return super().handle_event(link, event)
+
+
+def make_parent(broker: Any, store_dir: Path, reactor: Any) -> RecordingParent:
+    settings = DemoParentSettings(
+        long_name=PARENT,
+        short_name="p",
+        brokers={"default": BrokerSettings(endpoint=broker.endpoint())},
+        links={
+            "child": LinkSettings(
+                peer_long_name=CHILD, peer_short_name="c", ack_timeout_s=2, heartbeat_s=1, receive_deadline_s=4
+            )
+        },
+        store=StoreSettings(directory=store_dir),
+    )
+    return RecordingParent(settings, reactor=reactor)
+
+
+def durable_ids(record_file: Path) -> list[str]:
+    if not record_file.exists():
+        return []
+    return [line.split()[0] for line in record_file.read_text().splitlines() if line.strip()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_runner_sigterm_exits_zero_with_shutdown_event(private_broker: Any, tmp_path: Path) -> None:
+    """`gwproactor run` under SIGTERM exits 0 and leaves a shutdown event in the store."""
+    from twisted.internet import reactor
+
+    store_dir = tmp_path / "store"
+    proc = ProactorProcess(
+        "gwproactor.demo.apps:DemoChild",
+        child_env(private_broker, store_dir, tmp_path / "records", rate_hz=50),
+        tmp_path / "proc",
+        reactor=reactor,
+    )
+    try:
+        await proc.start()
+        await await_for(lambda: len(durable_ids(tmp_path / "records")) >= 5, 15, describe=proc.log_tail)
+        code = await proc.terminate()
+        assert code == 0, proc.log_tail()
+    finally:
+        await proc.close()
+    store = FileEventStore.open(str(store_dir), clock=reactor)
+    try:
+        types = Counter(json.loads(store.read(i))["TypeName"] for i in store.pending_ids())
+    finally:
+        await store.close()
+    assert types["gridworks.event.shutdown"] == 1
+    assert types["gridworks.event.demo.reading"] >= 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill9_crash_loop_loses_nothing(private_broker: Any, tmp_path: Path) -> None:
+    """A child killed with SIGKILL 20 times: every event it saw durable reaches the parent's application exactly once."""
+    from twisted.internet import reactor
+
+    rng = random.Random(20261126)
+    parent = make_parent(private_broker, tmp_path / "parent-store", reactor)
+    parent.startService()
+    record_file = tmp_path / "durable"
+    proc = ProactorProcess(
+        "gwproactor.demo.apps:DemoChild",
+        child_env(private_broker, tmp_path / "child-store", record_file, rate_hz=200, burst=5),
+        tmp_path / "proc",
+        reactor=reactor,
+    )
+    kills = 0
+    try:
+        for _ in range(20):
+            await proc.start()
+            # A random moment in the child's life: during start-up, backlog drain or live sending.
+            await deferLater(reactor, rng.uniform(0.05, 0.8), lambda: None)
+            await proc.kill()
+            kills += 1
+        proc.env["GWP_DEMO__COUNT"] = "1"  # the last run generates (almost) nothing new and drains the backlog
+        await proc.start()
+        expected = durable_ids(record_file)
+        assert len(expected) > 100, "the child should have made many events durable"
+
+        def all_there() -> bool:
+            return set(expected) <= set(parent.ids)
+
+        await await_for(
+            all_there,
+            60,
+            describe=lambda: f"missing {len(set(expected) - set(parent.ids))} of {len(expected)}\n{proc.log_tail()}",
+        )
+        assert await proc.terminate() == 0
+    finally:
+        await proc.close()
+        await parent.stopService()
+    counts = Counter(parent.ids)
+    duplicates = {i: n for i, n in counts.items() if n > 1}
+    assert kills == 20
+    assert duplicates == {}, f"{len(duplicates)} events reached the application more than once"
+    assert set(expected) <= set(counts)
