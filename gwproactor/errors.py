@@ -133,6 +133,14 @@ class StoreError(GwProactorError):
     """Base class of event store errors."""
 
 
+class StoreWriteError(StoreError):
+    """Writing or syncing a store file failed (disk full, I/O error); the message names the file and the error."""
+
+
+class StoreLocked(StoreError):
+    """Another open store (in this or another process) holds the directory's lock; close it first."""
+
+
 class StoreFull(StoreError):
     """The store is at its size bound and its full policy is ``reject_new``."""
 
@@ -147,6 +155,16 @@ class EventNotFound(StoreError, KeyError):
 
 class CorruptRecord(StoreError):
     """A stored record failed its length or CRC check, or could not be decoded."""
+
+
+# --- certificates ------------------------------------------------------------
+
+
+class CertsError(GwProactorError):
+    """A ``gwproactor certs`` command cannot do what it was asked (existing files, bad name or address).
+
+    The command prints the message and exits with status 1.
+    """
 
 
 # --- operations ------------------------------------------------------------

@@ -401,15 +401,19 @@ class Proactor(MultiService):
             data = self.codec.encode_payload(event)
         except (EncodeError, DecodeError, TypeError, ValueError):
             return fail()
-        d = self.store.append(event.message_id, data)
-        outbox = self.outbox
+        event_id = event.message_id
+        d = self.store.append(event_id, data)
+        if self.outbox is not None and not d.called:
+            # The record is written (not yet synced): it may go out now, in parallel
+            # with the fsync.  The caller's Deferred still waits for durability; an
+            # event lost in a crash before the fsync was never promised.
+            self.outbox.added(event_id)
+        return d.addCallback(self._event_durable, event_id)
 
-        def durable(result: Any) -> str:
-            if outbox is not None:
-                outbox.added(event.message_id)
-            return event.message_id
-
-        return d.addCallback(durable)
+    def _event_durable(self, result: Any, event_id: str) -> str:
+        if self.outbox is not None:
+            self.outbox.added(event_id)
+        return event_id
 
     def _generate_quietly(self, event: Any) -> None:
         d = self.generate_event(event)

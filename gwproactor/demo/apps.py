@@ -137,11 +137,11 @@ class DemoChild(_StatusMixin, Proactor):
             self.generated += 1
             event = Reading(src=self.name, seq=self.generated, value=float(self.generated % 100))
             d = self.generate_event(event)
-            d.addCallback(self._durable, event)
+            d.addCallback(self._record_durable, event)
             d.addErrback(lambda f: self.log.failure("event not stored", f))
         self.max_pending = max(self.max_pending, self.store.stats().get("pending", 0))
 
-    def _durable(self, _: Any, event: Reading) -> None:
+    def _record_durable(self, _: Any, event: Reading) -> None:
         self.durable += 1
         self._records.write(f"{event.message_id} {event.seq}")
 

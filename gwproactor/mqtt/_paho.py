@@ -143,6 +143,19 @@ class TopicFilters:
         return list(self._matcher.iter_match(topic))
 
 
+def _set_no_delay(transport: Any) -> None:
+    """Turn Nagle's algorithm off: MQTT frames are small and latency matters (an ack waits behind it otherwise)."""
+    while transport is not None:
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except Exception:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
 class _MemorySocket:
     """The socket-like object paho reads from and writes to.
 
@@ -279,6 +292,7 @@ class PahoProtocol(Protocol):
 
     # -- Twisted side ------------------------------------------------------------
     def connectionMade(self) -> None:
+        _set_no_delay(self.transport)
         self._socket = _MemorySocket(self._write, self._paho_closed_socket)
         client = _TwistedPahoClient(
             callback_api_version=CallbackAPIVersion.VERSION2,

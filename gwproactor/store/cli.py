@@ -1,0 +1,258 @@
+"""``gwproactor store inspect | verify | export DIR``: read-only tools for an event store directory.
+
+None of them modifies the store (no lock is taken, nothing is moved aside), so they may run next to
+a live process; what they see is then a snapshot that may be slightly behind.
+Standalone: ``python -m gwproactor.store.cli inspect DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+from gwproactor.store import _format
+from gwproactor.store._scan import (
+    RECEIVED_NAME,
+    SET_ASIDE_DIR,
+    SegmentScan,
+    list_directory,
+    read_regular,
+    scan_segment,
+)
+
+PROGRESS_EVERY = 10_000
+UNDECODABLE = "<undecodable>"
+
+
+def add_store_subcommands(subparsers) -> argparse.ArgumentParser:
+    """Add ``store`` with its ``inspect`` / ``verify`` / ``export`` subcommands to an argparse ``subparsers``.
+
+    Each leaf parser sets ``func``; run it as ``args.func(args)`` (returns the exit code).
+    """
+    store = subparsers.add_parser("store", help="inspect, verify or export an event store directory",
+                                  description=__doc__.splitlines()[0])
+    _add_commands(store.add_subparsers(dest="store_command", required=True, metavar="COMMAND"))
+    return store
+
+
+def _add_commands(sub) -> None:
+    for name, func, text in (
+        ("inspect", cmd_inspect, "counts, bytes, oldest/newest pending event, pending events per TypeName"),
+        ("verify", cmd_verify, "check every record; exit status 1 if anything is corrupt"),
+        ("export", cmd_export, "pending events as JSON lines on stdout (id, payload, appended time)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("directory", help="the event store directory")
+        p.add_argument("--progress", action="store_true",
+                       help=f"report progress on stderr every {PROGRESS_EVERY} records (default: when stderr is a TTY)")
+        if name == "inspect":
+            p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        p.set_defaults(func=func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one store command; returns the exit status (0 ok, 1 corruption found by verify, 2 usage/IO error)."""
+    parser = argparse.ArgumentParser(prog="gwproactor store", description=__doc__.splitlines()[0])
+    _add_commands(parser.add_subparsers(dest="store_command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+# --- survey --------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.enabled = bool(getattr(args, "progress", False)) or sys.stderr.isatty()
+        self.count = 0
+        self.next_at = PROGRESS_EVERY
+
+    def add(self, n: int) -> None:
+        self.count += n
+        if self.enabled and self.count >= self.next_at:
+            print(f"... {self.count} records read", file=sys.stderr, flush=True)
+            self.next_at = (self.count // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+
+
+def _segments(directory: str, progress: _Progress, problems: list[str], keep: bool = False
+              ) -> Iterator[SegmentScan]:
+    """Yield the scan of every readable segment in order, noting every problem."""
+    listing = list_directory(directory)
+    problems.extend(f"{name}: {reason}" for name, reason in listing.bad)
+    for number in sorted(listing.logs):
+        name = listing.logs[number]
+        try:
+            scan = scan_segment(directory, number, name, listing.acks.get(number), keep=keep)
+        except OSError as e:
+            problems.append(f"{name}: unreadable ({e})")
+            continue
+        for start, end in scan.bad:
+            problems.append(f"{name}: bytes {start}..{end} failed their checks")
+        if scan.ack_error:
+            problems.append(f"{listing.acks[number]}: unreadable ({scan.ack_error})")
+        for start, end in scan.ack_bad:
+            problems.append(f"{listing.acks[number]}: bytes {start}..{end} failed their checks")
+        progress.add(len(scan.events) + scan.ack_records)
+        yield scan
+
+
+def _pending(directory: str, progress: _Progress, problems: list[str]) -> Iterator[tuple[str, float, bytes]]:
+    """Yield ``(event_id, appended, payload)`` of every pending event, oldest first, as the store would see them."""
+    seen: set[str] = set()
+    for scan in _segments(directory, progress, problems, keep=True):
+        buf = scan.buf
+        view = memoryview(buf)
+        for offset, _size, t, event_id in scan.pending():
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            yield event_id, t, _format.data_of(buf, _format.parse_at(buf, view, offset))
+
+
+def _type_name(payload: bytes) -> str:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return UNDECODABLE
+    if not isinstance(obj, dict):
+        return UNDECODABLE
+    inner = obj.get("Payload")
+    if obj.get("TypeName") == "gw" and isinstance(inner, dict) and isinstance(inner.get("TypeName"), str):
+        return inner["TypeName"]
+    name = obj.get("TypeName")
+    return name if isinstance(name, str) else UNDECODABLE
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _check_directory(directory: str) -> str | None:
+    if not os.path.isdir(directory):
+        return f"gwproactor store: {directory} is not a directory"
+    return None
+
+
+# --- commands ------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print counts, bytes, oldest/newest pending and per-type counts of the store in ``args.directory``."""
+    error = _check_directory(args.directory)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    progress = _Progress(args)
+    problems: list[str] = []
+    types: Counter = Counter()
+    pending = pending_bytes = 0
+    oldest = newest = None
+    for _event_id, t, payload in _pending(args.directory, progress, problems):
+        pending += 1
+        pending_bytes += len(payload)
+        oldest = t if oldest is None else min(oldest, t)
+        newest = t if newest is None else max(newest, t)
+        types[_type_name(payload)] += 1
+    listing = list_directory(args.directory)
+    disk = 0
+    for name in list(listing.logs.values()) + list(listing.acks.values()):
+        disk += os.lstat(os.path.join(args.directory, name)).st_size
+    received = 0
+    if listing.received:
+        try:
+            records, _ = _format.scan(read_regular(os.path.join(args.directory, RECEIVED_NAME)))
+            received = len({r.event_id for r in records if r.kind == _format.KIND_RECEIVED})
+        except OSError as e:
+            problems.append(f"{RECEIVED_NAME}: unreadable ({e})")
+    aside_dir = os.path.join(args.directory, SET_ASIDE_DIR)
+    aside = sorted(os.listdir(aside_dir)) if os.path.isdir(aside_dir) else []
+    report = {
+        "directory": args.directory,
+        "segments": len(listing.logs),
+        "disk_bytes": disk,
+        "pending": pending,
+        "pending_payload_bytes": pending_bytes,
+        "oldest_appended": _iso(oldest),
+        "newest_appended": _iso(newest),
+        "types": dict(types.most_common()),
+        "received_ids": received,
+        "set_aside_entries": len(aside),
+        "problems": problems,
+    }
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"directory:        {args.directory}")
+    print(f"segments:         {report['segments']} ({disk} bytes on disk)")
+    print(f"pending events:   {pending} ({pending_bytes} payload bytes)")
+    print(f"oldest appended:  {report['oldest_appended']}")
+    print(f"newest appended:  {report['newest_appended']}")
+    print(f"received ids:     {received}")
+    print(f"set-aside:        {len(aside)} entries")
+    print("pending by TypeName:")
+    for name, count in types.most_common():
+        print(f"  {count:>10}  {name}")
+    if problems:
+        print(f"problems ({len(problems)}; run 'verify'):")
+        for line in problems:
+            print(f"  {line}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every record of the store in ``args.directory``; exit status 1 if anything is corrupt."""
+    error = _check_directory(args.directory)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    progress = _Progress(args)
+    problems: list[str] = []
+    records = 0
+    for scan in _segments(args.directory, progress, problems):
+        records += len(scan.events) + scan.ack_records
+    received_path = os.path.join(args.directory, RECEIVED_NAME)
+    if os.path.lexists(received_path):
+        try:
+            found, bad = _format.scan(read_regular(received_path))
+            records += len(found)
+            problems.extend(f"{RECEIVED_NAME}: bytes {s}..{e} failed their checks" for s, e in bad)
+        except OSError as e:
+            problems.append(f"{RECEIVED_NAME}: unreadable ({e})")
+    for line in problems:
+        print(f"CORRUPT {line}")
+    print(f"{records} records checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the pending events of ``args.directory`` to stdout as JSON lines, oldest first."""
+    error = _check_directory(args.directory)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    progress = _Progress(args)
+    problems: list[str] = []
+    out = sys.stdout
+    for event_id, t, payload in _pending(args.directory, progress, problems):
+        line = {"id": event_id, "appended": t, "appended_iso": _iso(t)}
+        try:
+            line["payload"] = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            line["payload"] = None
+            line["payload_base64"] = base64.b64encode(payload).decode("ascii")
+        out.write(json.dumps(line) + "\n")
+    for p in problems:
+        print(f"gwproactor store export: skipped {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,603 @@
+"""The durable event store: an append-only log of segment files with per-segment ack files (decision D7).
+
+Directory layout (``docs/store.rst`` explains it at length)::
+
+    LOCK                    flock()ed while a store has the directory open
+    seg-0000000001.log      event records (kind 1), appended in order; a new segment starts at open
+    seg-0000000001.ack      ack records (kind 2) naming the offset of an event record in seg-…1.log
+    received.log            the received-id window (kind 3)
+    set-aside/              what recovery or set_aside() took out of the log, for inspection
+
+Every record is one frame of :mod:`gwproactor.store._format` (magic, version, kind, length, time, id,
+data, CRC-32).  An event is pending while its segment's ack file holds no ack naming its offset.
+A segment (``.log`` then ``.ack``) is deleted once every event in it is acked and it is no longer
+the segment being appended to.  Memory holds one index entry per pending id, never payloads.
+
+Sync policies: ``always`` fsyncs after each append before its Deferred fires; ``group`` fsyncs at
+most once every ``group_ms`` and fires every append of the group after that fsync; ``never`` fires
+right after ``write()`` (safe against a process crash, not against a power loss).  fsync runs on the
+reactor thread unless ``fsync_in_thread`` (then only the fsync runs in the reactor's thread pool,
+one batch at a time).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import Callable
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gwproactor.errors import CorruptRecord, EventNotFound, StoreClosed, StoreError, StoreFull
+from gwproactor.interfaces import IEventStore
+from gwproactor.store import _format
+from gwproactor.store._common import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_WINDOW,
+    FULL_POLICIES,
+    SYNC_POLICIES,
+    BoundedStore,
+    ProblemCallback,
+    StoreLocked,
+    StoreWriteError,
+    check_choice,
+    report_problem,
+)
+from gwproactor.store._received import FileReceivedIds
+from gwproactor.store._recovery import RecoveryMixin, Segment
+from gwproactor.store._scan import LOCK_NAME, SET_ASIDE_DIR, segment_name
+
+DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
+DEFAULT_GROUP_MS = 10.0
+_MAX_READ_FDS = 32
+_log = Logger()
+
+
+@implementer(IEventStore)
+@attrs.define(eq=False)
+class FileEventStore(BoundedStore, RecoveryMixin):
+    """:class:`~gwproactor.interfaces.IEventStore` on disk; see the module docstring for the format.
+
+    Construct it with :meth:`open` (recovery runs synchronously, before the reactor matters).
+
+    :param directory: the store directory (created if missing).
+    :param clock: provides ``seconds`` and ``callLater`` (default: the global reactor).
+    :param sync: ``always`` | ``group`` | ``never``.
+    :param group_ms: longest wait for the group fsync under ``group``.
+    :param segment_bytes: a new segment starts when the current one would grow past this.
+    :param max_bytes: bound on pending bytes (framed record sizes), or None.
+    :param full_policy: ``drop_oldest`` or ``reject_new``; each application calls ``on_problem``.
+    :param on_problem: ``on_problem(summary, details)``: full policies, recovery, I/O errors.
+    :param fsync: the fsync function (tests inject a counting one).
+    :param fsync_runner: None (default) to fsync on the reactor thread; else
+        ``fsync_runner(f) -> Deferred`` runs the zero-argument batch function ``f`` (which only calls
+        ``fsync`` on duplicated descriptors) elsewhere.  At most one batch is outstanding; appends
+        wait for the batch that started after their write.  ``open(fsync_in_thread=True)`` uses the
+        reactor's thread pool.
+    :param received_window: size of :attr:`received`, the persisted received-id window.
+    """
+
+    _directory: str = attrs.field(alias="directory")
+    _clock: object = attrs.field(alias="clock")
+    _sync: str = attrs.field(default="group", alias="sync")
+    _group_ms: float = attrs.field(default=DEFAULT_GROUP_MS, alias="group_ms")
+    _segment_bytes: int = attrs.field(default=DEFAULT_SEGMENT_BYTES, alias="segment_bytes")
+    _max_bytes: int | None = attrs.field(default=DEFAULT_MAX_BYTES, alias="max_bytes")
+    _full_policy: str = attrs.field(default="drop_oldest", alias="full_policy")
+    _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
+    _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
+    _fsync_runner: Callable[[Callable[[], list]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
+    received: FileReceivedIds | None = attrs.field(init=False, default=None)
+    """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
+    _index: OrderedDict = attrs.field(init=False, factory=OrderedDict)  # id -> (segment number, offset, size, time)
+    _segments: dict = attrs.field(init=False, factory=dict)
+    _active: Segment | None = attrs.field(init=False, default=None)
+    _active_broken: bool = attrs.field(init=False, default=False)
+    _next_number: int = attrs.field(init=False, default=1)
+    _lock_fd: int | None = attrs.field(init=False, default=None)
+    _waiters: list = attrs.field(init=False, factory=list)
+    _group_ids: set = attrs.field(init=False, factory=set)
+    _group_call: object = attrs.field(init=False, default=None)
+    _last_commit: float | None = attrs.field(init=False, default=None)
+    _dirty: set = attrs.field(init=False, factory=set)
+    _fsync_busy: bool = attrs.field(init=False, default=False)
+    _commit_wanted: bool = attrs.field(init=False, default=False)
+    _idle_waiters: list = attrs.field(init=False, factory=list)
+    _read_fds: int = attrs.field(init=False, default=0)
+    _closed: bool = attrs.field(init=False, default=False)
+    _pending_bytes: int = attrs.field(init=False, default=0)
+    _disk_bytes: int = attrs.field(init=False, default=0)
+    _appended: int = attrs.field(init=False, default=0)
+    _acked: int = attrs.field(init=False, default=0)
+    _dropped: int = attrs.field(init=False, default=0)
+    _rejected: int = attrs.field(init=False, default=0)
+    _set_aside: int = attrs.field(init=False, default=0)
+    _corrupt_records: int = attrs.field(init=False, default=0)
+    _corrupt_files: int = attrs.field(init=False, default=0)
+    _write_errors: int = attrs.field(init=False, default=0)
+    _fsyncs: int = attrs.field(init=False, default=0)
+    recovery_report: list[str] = attrs.field(init=False, factory=list)
+    """One line per thing recovery set aside or repaired at open."""
+
+    @classmethod
+    def open(cls, directory: str, *, clock=None, sync: str = "group", group_ms: float = DEFAULT_GROUP_MS,
+             segment_bytes: int = DEFAULT_SEGMENT_BYTES, max_bytes: int | None = DEFAULT_MAX_BYTES,
+             full_policy: str = "drop_oldest", on_problem: ProblemCallback | None = None,
+             fsync: Callable[[int], None] = os.fsync, fsync_in_thread: bool = False,
+             fsync_runner: Callable[[Callable[[], list]], Deferred] | None = None,
+             received_window: int = DEFAULT_WINDOW) -> FileEventStore:
+        """Open (creating if needed) and recover the store in ``directory``.
+
+        Never refuses to start because of what is in the directory: unreadable entries and corrupt
+        records are moved or copied into ``set-aside/`` and reported through ``on_problem``.
+
+        :raises StoreLocked: if another open store holds the directory.
+        :raises ValueError: for bad settings.
+        """
+        check_choice("sync", sync, SYNC_POLICIES)
+        check_choice("full_policy", full_policy, FULL_POLICIES)
+        if segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be positive; got {segment_bytes}")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        if fsync_in_thread and fsync_runner is None:
+            from twisted.internet.threads import deferToThreadPool
+
+            def fsync_runner(f, reactor=clock):
+                return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+        self = cls(directory=directory, clock=clock, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
+                   max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem, fsync=fsync,
+                   fsync_runner=fsync_runner)
+        os.makedirs(directory, exist_ok=True)
+        self._make_room_for(LOCK_NAME, stat.S_ISREG)
+        self._lock()
+        try:
+            self._make_room_for(SET_ASIDE_DIR, stat.S_ISDIR)
+            os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
+            self._recover()
+            self.received = FileReceivedIds.open(directory, clock=clock, window=received_window, sync=sync,
+                                                 group_ms=group_ms, fsync=fsync, on_problem=on_problem)
+        except BaseException:
+            self._unlock()
+            raise
+        _log.info("event store {directory} opened: {pending} pending events in {segments} segments, sync {sync}",
+                  directory=directory, pending=len(self._index), segments=len(self._segments), sync=sync)
+        return self
+
+    # --- lock -----------------------------------------------------------------
+
+    def _lock(self) -> None:
+        fd = os.open(os.path.join(self._directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreLocked(f"event store {self._directory} is already open (its LOCK is held); "
+                                  "close the other store first") from None
+            raise
+        self._lock_fd = fd
+
+    def _make_room_for(self, name: str, is_right_kind: Callable[[int], bool]) -> None:
+        """Rename a wrong kind of entry squatting on ``name``; recovery then moves it into set-aside/."""
+        path = os.path.join(self._directory, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not is_right_kind(mode):
+            target, n = f"{path}.misplaced", 0
+            while os.path.lexists(target):
+                n += 1
+                target = f"{path}.misplaced{n}"
+            os.rename(path, target)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- IEventStore ----------------------------------------------------------
+
+    def append(self, event_id: str, payload: bytes) -> Deferred:
+        """Store ``payload`` under ``event_id``; the Deferred fires when durable under the sync policy.
+
+        Errbacks with StoreFull (``reject_new`` at the bound, or a record larger than the bound),
+        StoreClosed, StoreWriteError (the write failed; the event is not stored) or StoreError (an
+        id longer than 65535 UTF-8 bytes).
+        """
+        if self._closed:
+            return fail(StoreClosed("append on a closed event store"))
+        if event_id in self._index:
+            if event_id in self._group_ids:
+                d = Deferred()
+                self._waiters.append((d, event_id))
+                return d
+            return succeed(event_id)
+        now = self._clock.seconds()
+        try:
+            frame = _format.encode(_format.KIND_EVENT, now, event_id, payload)
+        except ValueError as e:
+            return fail(StoreError(f"event {event_id[:80]!r} cannot be stored: {e}"))
+        size = len(frame)
+        if not self._make_room(event_id, size):
+            return fail(StoreFull(f"event store full ({self._pending_bytes} of {self._max_bytes} bytes pending); "
+                                  f"event {event_id} rejected"))
+        try:
+            seg = self._segment_for(size)
+            self._write_all(seg.fd, frame)
+        except OSError as e:
+            self._active_broken = True
+            return fail(self._io_error("append", self._active.log_path if self._active else self._directory, e))
+        self._index[event_id] = (seg.number, seg.size, size, now)
+        seg.size += size
+        seg.live += 1
+        self._pending_bytes += size
+        self._disk_bytes += size
+        self._appended += 1
+        seg.dirty_log = True
+        self._dirty.add(seg)
+        if self._sync == "never":
+            return succeed(event_id)
+        if self._sync == "always" and self._fsync_runner is None:
+            error = self._sync_dirty()
+            return succeed(event_id) if error is None else fail(error)
+        d = Deferred()
+        self._waiters.append((d, event_id))
+        self._group_ids.add(event_id)
+        if self._sync == "always":
+            self._commit()
+        else:
+            self._schedule_commit()
+        return d
+
+    def pending_ids(self) -> list[str]:
+        """Return the pending ids, oldest first."""
+        return list(self._index)
+
+    def read(self, event_id: str) -> bytes:
+        """Read a pending event's payload from disk; raise EventNotFound / CorruptRecord / StoreClosed."""
+        self._check_open()
+        entry = self._index.get(event_id)
+        if entry is None:
+            raise EventNotFound(f"no pending event {event_id!r}")
+        number, offset, size, _ = entry
+        seg = self._segments[number]
+        try:
+            raw = os.pread(self._read_fd(seg), size, offset)
+        except OSError as e:
+            raise CorruptRecord(f"event {event_id} in {seg.log_path} at {offset} cannot be read: {e}") from e
+        rec = _format.parse_at(raw, memoryview(raw), 0)
+        if rec is None or rec.size != size or rec.kind != _format.KIND_EVENT or rec.event_id != event_id:
+            raise CorruptRecord(f"event {event_id} in {seg.log_path} at {offset} failed its checks "
+                                "(length, CRC or id); set it aside")
+        return _format.data_of(raw, rec)
+
+    def ack(self, event_id: str) -> bool:
+        """Mark ``event_id`` delivered (an ack record is written); True if it was pending."""
+        self._check_open()
+        entry = self._index.pop(event_id, None)
+        if entry is None:
+            return False
+        self._forget(event_id, entry)
+        self._acked += 1
+        return True
+
+    def set_aside(self, event_id: str, reason: str) -> None:
+        """Copy a pending event's record to ``set-aside/events.log`` (+ a line in ``reasons.jsonl``), then ack it.
+
+        :raises EventNotFound: if ``event_id`` is not pending.
+        """
+        self._check_open()
+        entry = self._index.get(event_id)
+        if entry is None:
+            raise EventNotFound(f"no pending event {event_id!r}")
+        number, offset, size, t = entry
+        seg = self._segments[number]
+        try:
+            raw = os.pread(self._read_fd(seg), size, offset)
+        except OSError as e:
+            raw = b""
+            reason = f"{reason} (record unreadable: {e})"
+        try:
+            with open(self._path(SET_ASIDE_DIR, "events.log"), "ab") as f:
+                f.write(raw)
+            with open(self._path(SET_ASIDE_DIR, "reasons.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps({"id": event_id, "reason": reason, "appended": t,
+                                    "set_aside": self._clock.seconds(), "bytes": len(raw)}) + "\n")
+        except OSError as e:
+            report_problem(self._on_problem, "event store could not save a set-aside event",
+                           f"event {event_id}: {e}; it is removed from the store anyway")
+        del self._index[event_id]
+        self._forget(event_id, entry)
+        self._set_aside += 1
+
+    def stats(self) -> dict:
+        """Return the store's counters (see ``docs/store.rst``)."""
+        oldest = next(iter(self._index.values()), None)
+        return {
+            "pending": len(self._index),
+            "pending_bytes": self._pending_bytes,
+            "oldest_age_s": max(0.0, self._clock.seconds() - oldest[3]) if oldest else 0.0,
+            "appended": self._appended,
+            "acked": self._acked,
+            "dropped": self._dropped,
+            "rejected": self._rejected,
+            "set_aside": self._set_aside,
+            "corrupt_records": self._corrupt_records,
+            "corrupt_files": self._corrupt_files,
+            "write_errors": self._write_errors,
+            "segments": len(self._segments),
+            "disk_bytes": self._disk_bytes,
+            "fsyncs": self._fsyncs,
+        }
+
+    def close(self) -> Deferred:
+        """Fsync what was written (under every policy), fire waiting appends, close every file, release the lock."""
+        if self._closed:
+            return succeed(None)
+        if self._group_call is not None and self._group_call.active():
+            self._group_call.cancel()
+        self._group_call = None
+        self._closed = True
+        if self._fsync_busy:
+            idle = Deferred()
+            self._idle_waiters.append(idle)
+            return idle.addCallback(lambda _: self._finish_close())
+        return self._finish_close()
+
+    def _finish_close(self) -> Deferred:
+        self._fsync_runner = None  # the last commit runs here, on this thread
+        self._commit()
+        active = self._active
+        self._active = None
+        if active is not None and active.live == 0:
+            self._delete_segment(active)
+        for seg in list(self._segments.values()):
+            self._close_fds(seg)
+        if self.received is not None:
+            self.received.close()
+        self._unlock()
+        return succeed(None)
+
+    # --- internals ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the event store is closed")
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def _io_error(self, what: str, path: str, e: OSError) -> StoreWriteError:
+        self._write_errors += 1
+        report_problem(self._on_problem, f"event store {what} failed", f"{path}: {e}")
+        return StoreWriteError(f"event store {what} failed on {path}: {e}")
+
+    def _segment_for(self, size: int) -> Segment:
+        seg = self._active
+        if seg is not None and not self._active_broken and (seg.size == 0 or seg.size + size <= self._segment_bytes):
+            return seg
+        if seg is not None:
+            self._retire(seg)
+        number = self._next_number
+        self._next_number += 1
+        seg = Segment(number, self._path(segment_name(number, "log")), self._path(segment_name(number, "ack")))
+        seg.fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._read_fds += 1
+        self._segments[number] = seg
+        self._active = seg
+        self._active_broken = False
+        if self._sync != "never":
+            self._fsync_directory()
+        return seg
+
+    def _retire(self, seg: Segment) -> None:
+        """Stop appending to ``seg``: fsync what the group has not, close it, delete it if fully acked."""
+        self._active = None
+        if seg.dirty_log and seg.fd is not None and self._sync != "never" and self._fsync_runner is None:
+            try:
+                self._fsync(seg.fd)
+                self._fsyncs += 1
+                seg.dirty_log = False
+            except OSError as e:
+                self._io_error("fsync", seg.log_path, e)
+        if seg.live == 0:
+            self._delete_segment(seg)
+            return
+        if seg.fd is not None and (not seg.dirty_log or self._sync == "never"):
+            seg.dirty_log = False
+            os.close(seg.fd)
+            seg.fd = None
+            self._read_fds -= 1
+        if not (seg.dirty_log or seg.dirty_ack):
+            self._dirty.discard(seg)
+
+    def _fsync_directory(self) -> None:
+        fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._fsync(fd)
+            self._fsyncs += 1
+        except OSError as e:
+            self._io_error("fsync", self._directory, e)
+        finally:
+            os.close(fd)
+
+    def _read_fd(self, seg: Segment) -> int:
+        if seg.fd is None:
+            if self._read_fds >= _MAX_READ_FDS:
+                for other in self._segments.values():
+                    if other is not self._active and other.fd is not None and not other.dirty_log:
+                        os.close(other.fd)
+                        other.fd = None
+                        self._read_fds -= 1
+            seg.fd = os.open(seg.log_path, os.O_RDONLY | os.O_CLOEXEC)
+            self._read_fds += 1
+        return seg.fd
+
+    def _forget(self, event_id: str, entry: tuple) -> None:
+        """Write the ack of a no-longer-pending event and delete its segment if that was its last one."""
+        number, offset, size, _ = entry
+        seg = self._segments[number]
+        self._pending_bytes -= size
+        seg.live -= 1
+        if seg.live == 0 and seg is not self._active:
+            self._delete_segment(seg)
+            return
+        self._write_ack(seg, event_id, offset)
+
+    def _write_ack(self, seg: Segment, event_id: str, offset: int) -> None:
+        frame = _format.encode_ack(self._clock.seconds(), event_id, offset)
+        try:
+            if seg.ack_fd is None:
+                seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._write_all(seg.ack_fd, frame)
+        except OSError as e:
+            self._io_error("ack write", seg.ack_path, e)
+            return
+        seg.ack_size += len(frame)
+        self._disk_bytes += len(frame)
+        seg.dirty_ack = True
+        self._dirty.add(seg)
+        if self._sync == "never":
+            return
+        if self._sync == "group":
+            self._schedule_commit()
+        elif self._fsync_runner is None:
+            self._sync_dirty()
+        else:
+            self._commit()
+
+    def _drop_oldest(self) -> int:
+        event_id, entry = self._index.popitem(last=False)
+        self._forget(event_id, entry)
+        return entry[2]
+
+    def _delete_segment(self, seg: Segment) -> None:
+        self._close_fds(seg)
+        self._dirty.discard(seg)
+        self._segments.pop(seg.number, None)
+        for path in (seg.log_path, seg.ack_path):  # log first: a lone ack file is discarded at open
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self._io_error("delete", path, e)
+        self._disk_bytes -= seg.size + seg.ack_size
+
+    def _close_fds(self, seg: Segment) -> None:
+        if seg.fd is not None:
+            os.close(seg.fd)
+            seg.fd = None
+            self._read_fds -= 1
+        if seg.ack_fd is not None:
+            os.close(seg.ack_fd)
+            seg.ack_fd = None
+
+    def _schedule_commit(self) -> None:
+        # "At most every group_ms": an append after a quiet spell is synced on the next
+        # reactor turn (low latency when idle); under load fsyncs are group_ms apart.
+        if self._group_call is None:
+            interval = self._group_ms / 1000.0
+            now = self._clock.seconds()
+            delay = 0.0 if self._last_commit is None else max(0.0, self._last_commit + interval - now)
+            self._group_call = self._clock.callLater(delay, self._commit)
+
+    def _sync_dirty(self) -> StoreWriteError | None:
+        """Fsync every dirty file; return the first error."""
+        error = None
+        for seg in list(self._dirty):
+            for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
+                fd = getattr(seg, fd_name)
+                if getattr(seg, flag) and fd is not None:
+                    try:
+                        self._fsync(fd)
+                        self._fsyncs += 1
+                    except OSError as e:
+                        error = error or self._io_error("fsync", path, e)
+                        if seg is self._active:
+                            self._active_broken = True
+                setattr(seg, flag, False)
+        self._dirty.clear()
+        return error
+
+    def _commit(self) -> None:
+        """End the current group: fsync, then fire (or fail) the Deferreds of its appends."""
+        self._group_call = None
+        self._last_commit = self._clock.seconds()
+        if self._fsync_busy:
+            self._commit_wanted = True
+            return
+        waiters, self._waiters = self._waiters, []
+        self._group_ids = set()
+        if self._fsync_runner is None or not self._dirty:
+            error = self._sync_dirty() if self._dirty else None
+            self._fire(waiters, error)
+            return
+        jobs = []
+        for seg in self._dirty:
+            for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
+                fd = getattr(seg, fd_name)
+                if getattr(seg, flag) and fd is not None:
+                    jobs.append((os.dup(fd), path))
+                setattr(seg, flag, False)
+        self._dirty.clear()
+        self._fsync_busy = True
+        fsync = self._fsync
+
+        def run_batch() -> list:
+            # Runs in the fsync thread: touches nothing but its own duplicated descriptors.
+            errors = []
+            for fd, path in jobs:
+                try:
+                    fsync(fd)
+                except OSError as e:
+                    errors.append((path, e))
+                finally:
+                    os.close(fd)
+            return errors
+
+        try:
+            d = self._fsync_runner(run_batch)
+        except Exception as e:  # the runner could not even start (e.g. thread pool stopped)
+            for fd, _ in jobs:
+                os.close(fd)
+            d = fail(e)
+        d.addBoth(self._batch_done, len(jobs), waiters)
+
+    def _batch_done(self, result, count: int, waiters: list) -> None:
+        self._fsync_busy = False
+        errors = result if isinstance(result, list) else [("fsync batch", result.value)]
+        self._fsyncs += count - len(errors)
+        error = None
+        for path, e in errors:
+            error = error or self._io_error("fsync", path, e)
+            self._active_broken = True
+        self._fire(waiters, error)
+        if not self._closed and (self._commit_wanted or (self._sync == "always" and self._waiters)):
+            self._commit_wanted = False
+            self._commit()
+        if not self._fsync_busy:
+            idle, self._idle_waiters = self._idle_waiters, []
+            for d in idle:
+                d.callback(None)
+
+    @staticmethod
+    def _fire(waiters: list, error: Exception | None) -> None:
+        for d, event_id in waiters:
+            if error is None:
+                d.callback(event_id)
+            else:
+                d.errback(error)

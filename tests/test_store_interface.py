@@ -1,0 +1,226 @@
+"""The IEventStore contract, run against both the file store and the memory store."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from gwproactor.errors import EventNotFound, StoreClosed, StoreError, StoreFull
+from gwproactor.interfaces import IEventStore
+from gwproactor.store import FileEventStore, MemoryEventStore
+from gwproactor.store._format import record_size
+
+STAT_KEYS = {
+    "pending", "pending_bytes", "oldest_age_s", "appended", "acked", "dropped", "rejected", "set_aside",
+    "corrupt_records", "segments", "disk_bytes", "fsyncs",
+}
+
+
+class Harness:
+    """A store under test with its clock and the problems it reported."""
+
+    def __init__(self, kind: str, tmp_path, **settings) -> None:
+        self.kind = kind
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.problems: list[tuple[str, str]] = []
+        self.tmp_path = tmp_path
+        self.settings = settings
+        self.store = self.make(**settings)
+
+    def make(self, **settings):
+        on_problem = lambda s, d: self.problems.append((s, d))  # noqa: E731
+        if self.kind == "memory":
+            return MemoryEventStore(clock=self.clock, on_problem=on_problem, **settings)
+        return FileEventStore.open(str(self.tmp_path / "store"), clock=self.clock, on_problem=on_problem,
+                                   sync="group", fsync=lambda fd: None, **settings)
+
+    def result(self, d):
+        """Let any group commit happen and return the Deferred's result (raise its failure)."""
+        self.clock.advance(1)
+        out = []
+        d.addBoth(out.append)
+        assert out, "Deferred did not fire"
+        if isinstance(out[0], Failure):
+            out[0].raiseException()
+        return out[0]
+
+    def append(self, event_id: str, payload: bytes = b'{"TypeName": "t"}'):
+        return self.result(self.store.append(event_id, payload))
+
+
+@pytest.fixture(params=["memory", "file"])
+def harness(request, tmp_path):
+    h = Harness(request.param, tmp_path)
+    yield h
+    h.store.close()
+
+
+@pytest.fixture(params=["memory", "file"])
+def kind(request):
+    return request.param
+
+
+def test_provides_interface(harness):
+    """Both stores provide IEventStore."""
+    assert verifyObject(IEventStore, harness.store)
+
+
+def test_append_fires_with_id_and_keeps_order(harness):
+    """append's Deferred fires with the id, and pending_ids is append order."""
+    for i in range(5):
+        assert harness.append(f"e{i}") == f"e{i}"
+    assert harness.store.pending_ids() == [f"e{i}" for i in range(5)]
+
+
+def test_read_returns_payload(harness):
+    """read returns the exact payload bytes of a pending event."""
+    harness.append("a", b"\x00\xffbinary payload")
+    assert harness.store.read("a") == b"\x00\xffbinary payload"
+
+
+def test_read_unknown_raises(harness):
+    """read of an id that is not pending raises EventNotFound."""
+    with pytest.raises(EventNotFound):
+        harness.store.read("nope")
+
+
+def test_ack_true_once_then_false(harness):
+    """ack returns True for a pending id, False afterwards and for unknown ids."""
+    harness.append("a")
+    harness.append("b")
+    assert harness.store.ack("a") is True
+    assert harness.store.ack("a") is False
+    assert harness.store.ack("zzz") is False
+    assert harness.store.pending_ids() == ["b"]
+    with pytest.raises(EventNotFound):
+        harness.store.read("a")
+
+
+def test_duplicate_append_is_noop(harness):
+    """Appending an id that is pending fires its Deferred and stores nothing new."""
+    harness.append("a", b"first")
+    assert harness.append("a", b"second") == "a"
+    assert harness.store.pending_ids() == ["a"]
+    assert harness.store.read("a") == b"first"
+    assert harness.store.stats()["appended"] == 1
+
+
+def test_reappend_after_ack_is_new(harness):
+    """An id appended again after its ack is a new pending event at the end."""
+    harness.append("a", b"1")
+    harness.append("b")
+    harness.store.ack("a")
+    harness.append("a", b"2")
+    assert harness.store.pending_ids() == ["b", "a"]
+    assert harness.store.read("a") == b"2"
+
+
+def test_set_aside_removes_and_counts(harness):
+    """set_aside removes the event from pending and counts it; unknown ids raise EventNotFound."""
+    harness.append("a")
+    harness.append("b")
+    harness.store.set_aside("a", "undecodable")
+    assert harness.store.pending_ids() == ["b"]
+    assert harness.store.stats()["set_aside"] == 1
+    with pytest.raises(EventNotFound):
+        harness.store.set_aside("a", "again")
+
+
+def test_stats_counters(harness):
+    """stats reports pending count, bytes, oldest age and the counters."""
+    harness.append("a", b"x" * 10)
+    harness.clock.advance(5)
+    harness.append("b", b"y" * 20)
+    harness.store.ack("b")
+    stats = harness.store.stats()
+    assert STAT_KEYS <= set(stats)
+    assert stats["pending"] == 1
+    assert stats["pending_bytes"] == record_size("a", b"x" * 10)
+    assert stats["oldest_age_s"] == pytest.approx(7.0)  # appended, +1 settle, +5, +1 settle
+    assert stats["appended"] == 2
+    assert stats["acked"] == 1
+
+
+def test_empty_stats(harness):
+    """An empty store reports zero pending and zero age."""
+    stats = harness.store.stats()
+    assert stats["pending"] == 0 and stats["pending_bytes"] == 0 and stats["oldest_age_s"] == 0.0
+
+
+def test_drop_oldest_makes_room_and_reports(kind, tmp_path):
+    """At the bound, drop_oldest drops the oldest events, counts them and calls on_problem with counts."""
+    size = record_size("e0", b"p" * 50)
+    h = Harness(kind, tmp_path, max_bytes=3 * size, full_policy="drop_oldest")
+    for i in range(3):
+        h.append(f"e{i}", b"p" * 50)
+    assert h.problems == []
+    h.append("e3", b"p" * 50)
+    assert h.store.pending_ids() == ["e1", "e2", "e3"]
+    assert h.store.stats()["dropped"] == 1
+    assert len(h.problems) == 1
+    assert "dropped 1 oldest" in h.problems[0][0]
+    h.append("big", b"p" * (2 * 50 + record_size("e", b"")))
+    assert h.store.pending_ids() == ["e3", "big"]
+    assert h.store.stats()["pending_bytes"] <= 3 * size
+    assert h.store.stats()["dropped"] == 3
+    assert len(h.problems) == 2 and "dropped 2 oldest" in h.problems[1][0]
+    h.store.close()
+
+
+def test_reject_new_errbacks_and_reports(kind, tmp_path):
+    """At the bound, reject_new errbacks the append with StoreFull, counts it and calls on_problem."""
+    size = record_size("e0", b"p" * 50)
+    h = Harness(kind, tmp_path, max_bytes=2 * size, full_policy="reject_new")
+    h.append("e0", b"p" * 50)
+    h.append("e1", b"p" * 50)
+    with pytest.raises(StoreFull):
+        h.append("e2", b"p" * 50)
+    assert h.store.pending_ids() == ["e0", "e1"]
+    assert h.store.stats()["rejected"] == 1
+    assert len(h.problems) == 1 and "rejected" in h.problems[0][0]
+    h.store.ack("e0")
+    h.append("e2", b"p" * 50)
+    assert h.store.pending_ids() == ["e1", "e2"]
+    h.store.close()
+
+
+def test_record_larger_than_bound_rejected(kind, tmp_path):
+    """A record larger than max_bytes is rejected even under drop_oldest, and nothing is dropped."""
+    h = Harness(kind, tmp_path, max_bytes=100)
+    h.append("a", b"x")
+    with pytest.raises(StoreFull):
+        h.append("huge", b"x" * 200)
+    assert h.store.pending_ids() == ["a"]
+    assert h.store.stats()["rejected"] == 1 and h.store.stats()["dropped"] == 0
+    h.store.close()
+
+
+def test_closed_store_refuses(harness):
+    """After close, append errbacks StoreClosed and read/ack/set_aside raise StoreClosed."""
+    harness.append("a")
+    harness.result(harness.store.close())
+    with pytest.raises(StoreClosed):
+        harness.append("b")
+    for call in (lambda: harness.store.read("a"), lambda: harness.store.ack("a"),
+                 lambda: harness.store.set_aside("a", "x")):
+        with pytest.raises(StoreClosed):
+            call()
+
+
+def test_bad_full_policy_rejected(kind, tmp_path):
+    """An unknown full policy is a ValueError naming the choices."""
+    with pytest.raises(ValueError, match="drop_oldest"):
+        Harness(kind, tmp_path, full_policy="keep_all")
+
+
+def test_overlong_id_is_a_store_error(kind, tmp_path):
+    """An id longer than 65535 UTF-8 bytes errbacks with StoreError and drops nothing."""
+    h = Harness(kind, tmp_path, max_bytes=100)
+    h.append("a", b"x")
+    with pytest.raises(StoreError, match="65535"):
+        h.append("i" * 70_000, b"x")
+    assert h.store.pending_ids() == ["a"]
+    h.store.close()
