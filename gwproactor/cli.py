@@ -33,6 +33,12 @@ def _run_certs(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from gwproactor.demo.cli import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``gwproactor`` command; each leaf parser sets ``func``."""
     from gwproactor.certs_cli import add_certs_subcommands
@@ -52,13 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_store_subcommands(sub)
 
-    for name, text in (
-        ("demo", "run a local demonstration (not yet available)"),
-        ("run", "run a proactor application (not yet available)"),
-    ):
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_not_yet)
+    from gwproactor.runner import add_run_arguments, run_from_args
+
+    run = sub.add_parser(
+        "run",
+        help="run a proactor application until SIGTERM/SIGINT",
+        description="Run a proactor application (a Proactor subclass or factory) with settings from the environment.",
+    )
+    add_run_arguments(run)
+    run.set_defaults(func=run_from_args)
+
+    from gwproactor.demo.cli import add_demo_arguments
+
+    demo_text = "run two linked processes exchanging events through a private broker (optionally through an outage)"
+    demo = sub.add_parser("demo", help=demo_text, description=demo_text)
+    add_demo_arguments(demo)
+    demo.set_defaults(func=_run_demo)
 
     sub.add_parser("version", help="print the gwproactor version").set_defaults(func=_version)
     return parser

@@ -56,6 +56,10 @@ class ProactorProcess:
     env_prefix: str = "GWP"
     extra_args: list[str] = attrs.field(factory=list)
     start_timeout: float = 20.0
+    command: list[str] | None = None
+    """Instead of ``python -m gwproactor.runner ...``: the full argument list (``args[0]`` is the program)."""
+    ready_check: Any = None
+    """With ``command``: a callable that returns True once the process is ready (default: the ready file exists)."""
     transport: Any = attrs.field(default=None, init=False)
     exit_code: int | None = attrs.field(default=None, init=False)
     exit_signal: int | None = attrs.field(default=None, init=False)
@@ -108,9 +112,12 @@ class ProactorProcess:
             self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(self._log_fd, f"\n=== start {self.starts} ===\n".encode())
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        args = [sys.executable, "-m", "gwproactor.runner", "--app", self.app, "--env-prefix", self.env_prefix,
-                "--ready-file", str(self.ready_path), *self.extra_args]
-        self.transport = self.reactor.spawnProcess(_Protocol(self._log_fd, self._exited), sys.executable, args,
+        if self.command is not None:
+            args = list(self.command)
+        else:
+            args = [sys.executable, "-m", "gwproactor.runner", "--app", self.app, "--env-prefix", self.env_prefix,
+                    "--ready-file", str(self.ready_path), *self.extra_args]
+        self.transport = self.reactor.spawnProcess(_Protocol(self._log_fd, self._exited), args[0], args,
                                                    env=env, path=str(self.directory))
         return Deferred.fromCoroutine(self._wait_ready())
 
@@ -118,7 +125,8 @@ class ProactorProcess:
         from twisted.internet.task import deferLater
 
         deadline = self.reactor.seconds() + self.start_timeout
-        while not self.ready_path.exists():
+        ready = self.ready_check if self.ready_check is not None else self.ready_path.exists
+        while not ready():
             if not self.running:
                 raise ProcessStartError(f"{self.app} exited with {self.exit_code} before it was ready:\n{self.log_tail()}")
             if self.reactor.seconds() > deadline:

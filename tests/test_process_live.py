@@ -103,6 +103,53 @@ async def test_runner_sigterm_exits_zero_with_shutdown_event(private_broker: Any
     assert types["gridworks.event.demo.reading"] >= 5
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("how", ["twist", "twistd-tac"])
+@pytest_twisted.ensureDeferred
+async def test_plugin_and_tac_sigterm(private_broker: Any, tmp_path: Path, how: str) -> None:
+    """Under `twist gwproactor` and `twistd -ny app.tac` the app shuts down cleanly on SIGTERM, storing a shutdown event.
+
+    Twisted's runners re-raise the signal after a clean shutdown (the process ends "killed by SIGTERM",
+    which systemd counts as a clean stop); `gwproactor run` exits 0 instead.
+    """
+    import signal
+
+    import os
+    import sys
+
+    from twisted.internet import reactor
+
+    bin_dir = Path(sys.executable).parent
+    if how == "twist":
+        command = [str(bin_dir / "twist"), "gwproactor", "--app", "gwproactor.demo.apps:DemoChild"]
+    else:
+        command = [str(bin_dir / "twistd"), "-n", "--pidfile=", "-y", str(REPO / "docs" / "examples" / "demo_child.tac")]
+    records = tmp_path / "records"
+    env = child_env(private_broker, tmp_path / "store", records, rate_hz=50)
+    # An editable install cannot put the plugin into Twisted's plugin directory: the checkout goes on the path.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = ProactorProcess(
+        "", env, tmp_path / "proc", reactor=reactor, command=command, ready_check=lambda: len(durable_ids(records)) >= 3
+    )
+    try:
+        await proc.start()
+        code = await proc.terminate()
+        assert code == 0 or proc.exit_signal == signal.SIGTERM, proc.log_tail()
+        log = proc.log_path.read_text()
+        # twist writes JSON log lines when its output is not a terminal
+        assert "d1.crash.child stopped" in log or '"log_format": "{name} stopped"' in log, proc.log_tail()
+    finally:
+        await proc.close()
+    store = FileEventStore.open(str(tmp_path / "store"), clock=reactor)
+    try:
+        types = Counter(json.loads(store.read(i))["TypeName"] for i in store.pending_ids())
+    finally:
+        await store.close()
+    assert types["gridworks.event.shutdown"] == 1
+
+
 @pytest_twisted.ensureDeferred
 async def test_kill9_crash_loop_loses_nothing(private_broker: Any, tmp_path: Path) -> None:
     """A child killed with SIGKILL 20 times: every event it saw durable reaches the parent's application exactly once."""

@@ -1,0 +1,57 @@
+"""``twist gwproactor`` / ``twistd gwproactor``: the Twisted application plugin (see ``twisted/plugins/gwproactor_plugin.py``).
+
+The reactor is chosen with twist's own option: ``twist --reactor=asyncio gwproactor --app ...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.error import ReactorNotRunning
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+from gwproactor.runner import AppSpec, make_service
+
+__all__ = ["GwproactorServiceMaker", "Options"]
+
+
+class Options(usage.Options):
+    """Options of ``twist gwproactor``."""
+
+    optParameters = [
+        ["app", "a", None, "package.module:name of a Proactor subclass or factory (required)"],
+        ["env-prefix", None, "GWP", "prefix of the settings' environment variables"],
+        ["dotenv", None, None, "a .env file with more settings"],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["app"]:
+            raise usage.UsageError("--app package.module:name is required")
+
+
+@implementer(IServiceMaker, IPlugin)
+class GwproactorServiceMaker:
+    """Makes the application's proactor the service ``twist`` runs."""
+
+    tapname = "gwproactor"
+    description = "Run a gwproactor application (live actors, MQTT links, durable events)."
+    options = Options
+
+    def makeService(self, options: Options) -> Any:
+        from twisted.internet import reactor
+
+        proactor = make_service(AppSpec(app=options["app"], env_prefix=options["env-prefix"],
+                                        dotenv=options["dotenv"]), reactor)
+
+        def shut_down(exit_code: int) -> None:
+            # A shutdown requested by the application (not by twist itself) ends the process.
+            try:
+                reactor.stop()
+            except ReactorNotRunning:
+                pass
+
+        proactor.when_shut_down().addCallback(shut_down)
+        return proactor

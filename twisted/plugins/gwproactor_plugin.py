@@ -1,0 +1,5 @@
+"""Twisted plugin: ``twist gwproactor --app package.module:name`` runs a gwproactor application."""
+
+from gwproactor.twist import GwproactorServiceMaker
+
+gwproactor = GwproactorServiceMaker()
