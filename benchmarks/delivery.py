@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,44 +123,91 @@ async def scenario_live(reactor: Any, broker: PrivateBroker, tmp: Path, n: int, 
         await parent.close()
 
 
+def fill_store(directory: str, n: int) -> dict:
+    """Write ``n`` events into a new store (in its own process), then time a reopen."""
+    from twisted.internet.task import Clock
+
+    from gwproactor.message import Codec
+    from gwproactor.store import FileEventStore
+
+    codec = Codec()
+    store = FileEventStore.open(directory, clock=Clock(), sync="never")
+    t0 = time.perf_counter()
+    for i in range(n):
+        event = Reading(src=CHILD, seq=i, value=1.0)
+        store.append(event.message_id, codec.encode_payload(event))
+    fill_s = time.perf_counter() - t0
+    store.close()
+    t0 = time.perf_counter()
+    store = FileEventStore.open(directory, clock=Clock())
+    reopen_s = time.perf_counter() - t0
+    assert len(store.pending_ids()) == n
+    store.close()
+    return {"fill_seconds": round(fill_s, 3), "reopen_seconds": round(reopen_s, 3)}
+
+
+def child_env(broker: PrivateBroker, store_dir: Path) -> dict[str, str]:
+    return {
+        "GWP_LONG_NAME": CHILD,
+        "GWP_SHORT_NAME": "c",
+        "GWP_BROKERS__DEFAULT__ENDPOINT": broker.endpoint(),
+        "GWP_LINKS__PARENT__PEER_LONG_NAME": PARENT,
+        "GWP_LINKS__PARENT__PEER_SHORT_NAME": "p",
+        "GWP_LINKS__PARENT__UPSTREAM": "true",
+        "GWP_STORE__DIRECTORY": str(store_dir),
+        "GWP_STORE__SYNC_POLICY": SYNC,
+    }
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 async def scenario_reupload(reactor: Any, broker: PrivateBroker, tmp: Path, n: int) -> dict:
+    """Child and parent in separate processes; the child starts with ``n`` stored events."""
     store_dir = tmp / f"reupload-child-{n}"
-    child = make_child(broker, store_dir, reactor, sync=SYNC)
-    child.startService()
-    rss_before = current_rss_mib()
+    fill = json.loads(subprocess.run([sys.executable, __file__, "--fill", str(store_dir), "--n", str(n)],
+                                     check=True, capture_output=True, text=True).stdout)
+    disk = dir_bytes(store_dir)
+    records = tmp / f"re-records-{n}"
+    penv = {**parent_env(broker, tmp / f"re-parent-{n}"), "GWP_DEMO__RECORD_FILE": str(records)}
+    parent = ProactorProcess("gwproactor.demo.apps:DemoParent", penv, tmp / f"re-pp-{n}", reactor=reactor)
+    child = ProactorProcess("gwproactor.proactor:Proactor", child_env(broker, store_dir), tmp / f"re-cp-{n}", reactor=reactor)
+    await parent.start()
     try:
         t0 = time.perf_counter()
-        ds = await generate(child, n, per_turn=1000)
-        await defer.gatherResults(ds)
-        append_s = time.perf_counter() - t0
-        disk = dir_bytes(store_dir)
-        rss_pending = current_rss_mib()
-        await child.stopService()
-        t0 = time.perf_counter()
-        child = make_child(broker, store_dir, reactor, sync=SYNC)
-        reopen_s = time.perf_counter() - t0
-        child.startService()
-        parent = ProactorProcess("gwproactor.demo.apps:DemoParent", parent_env(broker, tmp / f"re-parent-{n}"), tmp / f"re-pp-{n}", reactor=reactor)
-        await parent.start()
-        t0 = time.perf_counter()
-        await wait_active(child, 60)
-        await wait_drained(child, 600)
+        await child.start()
+        started_s = time.perf_counter() - t0
+
+        def received() -> int:
+            try:
+                with open(records, "rb") as f:
+                    return sum(1 for _ in f)
+            except FileNotFoundError:
+                return 0
+
+        await await_for(lambda: received() >= n, 600, describe=child.log_tail, interval=0.05)
         drain_s = time.perf_counter() - t0
-        await parent.terminate()
-        await parent.close()
+        child_peak = peak_rss_mib(child.pid)
         return {
             "n": n,
-            "store_fill_seconds": round(append_s, 3),
+            **fill,
             "bytes_on_disk_per_event": round(disk / n, 1),
-            "reopen_seconds": round(reopen_s, 3),
-            "rss_mib_before_fill": round(rss_before, 1),
-            "rss_mib_with_pending": round(rss_pending, 1),
-            "drain_seconds": round(drain_s, 3),
+            "child_start_seconds": round(started_s, 3),
+            "drain_seconds_incl_start": round(drain_s, 3),
             "drain_events_per_s": round(n / drain_s),
+            "drain_events_per_s_after_start": round(n / (drain_s - started_s)),
+            "child_peak_rss_mib": round(child_peak, 1),
         }
     finally:
-        if child.running:
-            await child.stopService()
+        await child.terminate()
+        await child.close()
+        await parent.terminate()
+        await parent.close()
 
 
 async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, count: int) -> dict:
@@ -211,7 +259,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             result["reupload"] = [await scenario_reupload(reactor, broker, tmp, n) for n in args.reupload]
         if "rtt" in only:
             result["idle_round_trip"] = await scenario_idle_rtt(reactor, broker, tmp, args.rtt_count)
-        result["child_peak_rss_mib"] = round(rss_mib(), 1)
+        result["benchmark_process_peak_rss_mib"] = round(rss_mib(), 1)
     finally:
         await broker.stop()
     print(json.dumps(result, indent=2))
@@ -225,7 +273,11 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="")
     parser.add_argument("--asyncio", action="store_true")
     parser.add_argument("--sync", default="group", choices=("always", "group", "never"))
+    parser.add_argument("--fill", default=None, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    if parsed.fill:
+        print(json.dumps(fill_store(parsed.fill, parsed.n)))
+        sys.exit(0)
     SYNC = parsed.sync
     if parsed.asyncio:
         from twisted.internet import asyncioreactor

@@ -237,6 +237,9 @@ class LinkSettings(_Settings):
     #: At most this many unacked events in flight on the link.
     window: int = attrs.field(default=50, validator=_positive)
     qos: int = attrs.field(default=1, validator=_qos)
+    #: Most events per batched frame between two gwproactor peers (0: never batch, and do not announce it;
+    #: use 0 on links to gridworks-proactor 4.x peers to keep them from seeing the announcement).
+    batch_max: int = attrs.field(default=100, validator=_non_negative)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLink
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
-from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, ProblemEvent, ShutdownEvent, StartupEvent
+from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, EventBatch, ProblemEvent, ShutdownEvent, StartupEvent
 
 T = TypeVar("T")
 
@@ -181,6 +181,7 @@ class Proactor(MultiService):
                 receive_deadline_s=ls.receive_deadline_s,
                 qos=ls.qos,
                 upstream=ls.upstream,
+                batch_max=ls.batch_max,
             )
             self.links[link_name] = link
             self.addService(link)
@@ -284,6 +285,7 @@ class Proactor(MultiService):
             event = COMM_EVENT_TYPES[type_name](src=self.name, peer_name=link.link_name)
             self._generate_quietly(event)
         if transition.entered_active:
+            link.send_hello()
             if link is self.upstream and self.outbox is not None:
                 self.outbox.activated()
             self._call_hook(self.link_activated, link)
@@ -297,6 +299,8 @@ class Proactor(MultiService):
         payload = message.payload
         if isinstance(payload, Event):
             return self._accept_event(link, payload)
+        if isinstance(payload, EventBatch):
+            return self._accept_batch(link, payload)
         self.counters["messages_received"] += 1
         return self.handle_message(link, message)
 
@@ -336,6 +340,26 @@ class Proactor(MultiService):
             return result
 
         return accepted.addBoth(done)
+
+    def _accept_batch(self, link: Link, batch: Any) -> Deferred:
+        """Accept every event of a batch; the batch is acked once all are accepted."""
+        from twisted.internet.defer import gatherResults
+
+        self.counters["batches_received"] += 1
+        accepted = []
+        for n, obj in enumerate(batch.events):
+            try:
+                event = self.codec.payload_from_dict(obj, path=f"Payload.Events[{n}]")
+                if not isinstance(event, Event):
+                    raise DecodeError(f"Payload.Events[{n}]: {type(event).__name__} is not an event")
+            except DecodeError as e:
+                # Acking the batch drops this event: it can never be decoded, so re-sending would not help.
+                self.counters["undecodable_batch_events"] += 1
+                self.report_problem("error", f"undecodable event in a batch from link {link.link_name}", f"{e}: {str(obj)[:1000]}")
+                continue
+            d = maybeDeferred(self._accept_event, link, event)
+            accepted.append(d)
+        return gatherResults(accepted, consumeErrors=True)
 
     def _call_handle_event(self, link: Link, event: Any) -> None:
         # Forwarded events are already durable: a failing application hook must not un-accept them.
@@ -403,15 +427,16 @@ class Proactor(MultiService):
             return fail()
         event_id = event.message_id
         d = self.store.append(event_id, data)
-        if self.outbox is not None and not d.called:
+        early = self.outbox is not None and not d.called
+        if early:
             # The record is written (not yet synced): it may go out now, in parallel
             # with the fsync.  The caller's Deferred still waits for durability; an
             # event lost in a crash before the fsync was never promised.
             self.outbox.added(event_id)
-        return d.addCallback(self._event_durable, event_id)
+        return d.addCallback(self._event_durable, event_id, not early)
 
-    def _event_durable(self, result: Any, event_id: str) -> str:
-        if self.outbox is not None:
+    def _event_durable(self, result: Any, event_id: str, tell_outbox: bool) -> str:
+        if tell_outbox and self.outbox is not None:
             self.outbox.added(event_id)
         return event_id
 

@@ -46,8 +46,9 @@ def settings(long_name: str, short_name: str, links: dict[str, LinkSettings]) ->
     return ProactorSettings(long_name=long_name, short_name=short_name, links=links)
 
 
-def link_to(peer_long: str, peer_short: str, upstream: bool = False, window: int = 50) -> LinkSettings:
+def link_to(peer_long: str, peer_short: str, upstream: bool = False, window: int = 50, batch_max: int = 100) -> LinkSettings:
     return LinkSettings(
+        batch_max=batch_max,
         peer_long_name=peer_long,
         peer_short_name=peer_short,
         upstream=upstream,
@@ -61,19 +62,19 @@ def link_to(peer_long: str, peer_short: str, upstream: bool = False, window: int
 class Pair:
     """A child (scada1) with an upstream link to a parent (atn), on one Clock and one fake broker."""
 
-    def __init__(self, window: int = 50) -> None:
+    def __init__(self, window: int = 50, batch_max: int = 100, parent_batch_max: int = 100) -> None:
         self.clock = Clock()
         self.hub = FakeBroker(self.clock)
         self.child_client = self.hub.client("child")
         self.parent_client = self.hub.client("parent")
         self.child = Recording(
-            settings(SCADA1, "s", {"parent": link_to(ATN, "a", upstream=True, window=window)}),
+            settings(SCADA1, "s", {"parent": link_to(ATN, "a", upstream=True, window=window, batch_max=batch_max)}),
             reactor=self.clock,
             store=MemoryEventStore(clock=self.clock),
             brokers={"default": self.child_client},
         )
         self.parent = Recording(
-            settings(ATN, "a", {"child": link_to(SCADA1, "s")}),
+            settings(ATN, "a", {"child": link_to(SCADA1, "s", batch_max=parent_batch_max)}),
             reactor=self.clock,
             store=MemoryEventStore(clock=self.clock),
             brokers={"default": self.parent_client},
@@ -155,8 +156,8 @@ def test_backlog_drains_after_parent_comes_up() -> None:
 
 
 def test_window_bounds_in_flight() -> None:
-    """No more than `window` events are unacked at once."""
-    p = Pair(window=5)
+    """Without batching, no more than `window` events are unacked at once."""
+    p = Pair(window=5, batch_max=0)
     p.start()
     p.parent.links["child"].instrument.hold_acks = True
     for n in range(30):
@@ -309,3 +310,52 @@ def test_tree_forwarding_preserves_src() -> None:
     from_scada2 = [e for e in atn.seen if e.src == SCADA2 and e.type_name == "gridworks.event.problem"]
     assert [e.summary for e in from_scada2] == [f"event {n}" for n in range(15)]
     assert scada2.store.pending_ids() == [] and scada1.store.pending_ids() == []
+
+
+def test_batches_between_gwproactor_peers() -> None:
+    """A backlog drains in batched frames once both peers announced batching; each event arrives once."""
+    p = Pair(window=50)
+    p.child.startService()
+    p.child_client.connect()
+    p.turn()
+    for n in range(450):
+        p.child.generate_event(event(SCADA1, n))
+    p.parent.startService()
+    p.parent_client.connect()
+    p.clock.advance(10)
+    p.turn(60)
+    got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
+    assert got == [f"event {n}" for n in range(450)]
+    assert p.child.store.pending_ids() == []
+    assert p.child.outbox.stats.batches_sent >= 5
+    assert p.child.outbox.stats.batches_sent < 450 / 10
+    assert p.child.links["parent"].peer_accepts_batches
+    assert p.parent.counters["batches_received"] == p.child.outbox.stats.batches_sent
+
+
+def test_no_batches_to_a_peer_that_did_not_announce() -> None:
+    """A peer that does not announce batching (like a 4.x peer) gets one event per frame."""
+    p = Pair(parent_batch_max=0)
+    p.start()
+    for n in range(30):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn(20)
+    assert not p.child.links["parent"].peer_accepts_batches
+    assert p.child.outbox.stats.batches_sent == 0
+    assert p.parent.counters["batches_received"] == 0
+    assert p.child.store.pending_ids() == []
+
+
+def test_batch_with_undecodable_event_acked_and_reported() -> None:
+    """An undecodable event inside a batch is reported; the rest of the batch is accepted and the batch acked."""
+    p = Pair()
+    p.start()
+    p.child.store.append("bad", b'{"TypeName": "gridworks.event.problem", "MessageId": 3}')
+    for n in range(3):
+        p.child.generate_event(event(SCADA1, n))
+    p.child.outbox.activated()  # reload the store, as after a reconnect
+    p.turn(20)
+    assert p.child.store.pending_ids() == []
+    assert p.parent.counters["undecodable_batch_events"] == 1
+    got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
+    assert [g for g in got if g.startswith("event")] == ["event 0", "event 1", "event 2"]

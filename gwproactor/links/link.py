@@ -23,9 +23,32 @@ from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
 from gwproactor.links.liveness import Liveness
 from gwproactor.links.machine import LinkInput, LinkMachine, LinkState, Transition
-from gwproactor.message import Ack, Message, Ping, dashed, make_ack, make_message, parse_topic, subscription_filter, topic_for
+from gwproactor.message import (
+    Ack,
+    EventBatch,
+    Hello,
+    Message,
+    Ping,
+    dashed,
+    make_ack,
+    make_message,
+    parse_topic,
+    subscription_filter,
+    topic_for,
+)
 
-__all__ = ["Link", "LinkInstrumentation", "LinkStats"]
+__all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawFrame"]
+
+#: The capability a peer announces in its :class:`~gwproactor.message.Hello` when it accepts event batches.
+BATCH_CAPABILITY = "batch1"
+
+
+@attrs.frozen
+class RawFrame:
+    """An envelope assembled from already-encoded JSON (the outbox's batches), publishable like a Message."""
+
+    header: Any
+    data: bytes
 
 
 @attrs.define
@@ -128,6 +151,7 @@ class Link(Service):
         receive_deadline_s: float = 30.0,
         qos: int = 1,
         upstream: bool = False,
+        batch_max: int = 0,
     ) -> None:
         self.name = f"link:{name}"
         self.link_name = name
@@ -141,6 +165,15 @@ class Link(Service):
         self.clock = clock
         self.qos = qos
         self.upstream = upstream
+        self.batch_max = batch_max
+        self.peer_capabilities: frozenset[str] = frozenset()
+        import json
+
+        self._batch_prefix = (
+            '{"Header":{"Src":%s,"Dst":%s,"MessageType":"gwproactor.batch","MessageId":'
+            % (json.dumps(own_long_name), json.dumps(peer_short_name))
+        ).encode()
+        self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
         self.stats = LinkStats()
         self.instrument = LinkInstrumentation()
@@ -174,6 +207,11 @@ class Link(Service):
         return self.machine.is_active
 
     @property
+    def peer_accepts_batches(self) -> bool:
+        """Batching is configured here and the peer announced it accepts batches since the link became active."""
+        return self.batch_max > 1 and BATCH_CAPABILITY in self.peer_capabilities
+
+    @property
     def recent_transitions(self) -> list[tuple[float, str, str]]:
         """The last transitions as ``(time, input, new state)``, oldest first (at most 20)."""
         return list(self._recent)
@@ -196,6 +234,7 @@ class Link(Service):
                     input=link_input.value,
                 )
                 self.acks.fail_all(LinkDown(f"link {self.link_name} left active ({link_input.value})"))
+                self.peer_capabilities = frozenset()
             else:
                 self.log.info(
                     "link {link_name}: {old} -> {new} on {input}",
@@ -308,6 +347,15 @@ class Link(Service):
         if isinstance(payload, Ping):
             self._send_ack(header.message_id)
             return
+        if isinstance(payload, Hello):
+            self.peer_capabilities = frozenset(str(c) for c in payload.capabilities)
+            self.log.info(
+                "link {link_name}: peer announced {capabilities} (version {version})",
+                link_name=self.link_name,
+                capabilities=sorted(self.peer_capabilities),
+                version=payload.version,
+            )
+            return
         d = maybeDeferred(self.listener.link_message, self, message)
         if header.ack_required:
             d.addCallback(lambda _: self._send_ack(header.message_id))
@@ -360,10 +408,37 @@ class Link(Service):
             return d
         return self._publish(message)
 
+    def send_hello(self) -> None:
+        """Announce our optional capabilities to the peer (only when batching is configured)."""
+        if self.batch_max > 1:
+            from gwproactor import __version__
+
+            d = self.send(Hello(capabilities=[BATCH_CAPABILITY], version=__version__), ack_required=False)
+            d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
+
+    def send_batch(self, batch_id: str, stored_events: list[bytes]) -> Deferred:
+        """Send stored event payloads (their JSON as stored) as one :class:`~gwproactor.message.EventBatch`.
+
+        The frame is assembled from the stored bytes without decoding them.  The
+        Deferred fires on the peer's ack of ``batch_id``, like :meth:`send`.
+        """
+        data = b"".join(
+            (
+                self._batch_prefix,
+                b'"%s","AckRequired":true,"TypeName":"gridworks.header","Version":"001"},' % batch_id.encode(),
+                b'"Payload":{"BatchId":"%s","Events":[' % batch_id.encode(),
+                b",".join(stored_events),
+                b'],"TypeName":"gwproactor.batch"},"TypeName":"gw"}',
+            )
+        )
+        header = make_message(self.own_long_name, self.peer_short_name, EventBatch(batch_id=batch_id),
+                              ack_required=True, message_id=batch_id).header
+        return self.send_message(RawFrame(header, data))  # type: ignore[arg-type]
+
     def _publish(self, message: Message) -> Deferred:
         header = message.header
         try:
-            data = self.codec.encode(message)
+            data = message.data if isinstance(message, RawFrame) else self.codec.encode(message)
         except Exception:
             return fail()
         ack = self.acks.expect(header.message_id) if header.ack_required else None

@@ -10,7 +10,8 @@ still in the store and goes again on the next activation.
 
 from __future__ import annotations
 
-from collections import deque
+import uuid
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 import attrs
@@ -41,6 +42,8 @@ class OutboxStats:
     send_failures: int = 0
     activations: int = 0
     max_backlog: int = 0
+    batches_sent: int = 0
+    """Batched frames sent (each carries up to the link's ``batch_max`` events)."""
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
@@ -65,12 +68,13 @@ class Outbox:
     on_problem: Callable[[str, str, str], Any] = lambda problem_type, summary, details: None
     stats: OutboxStats = attrs.field(factory=OutboxStats)
     _queue: deque = attrs.field(factory=deque, init=False)
-    _queued: set = attrs.field(factory=set, init=False)
     _in_flight: dict = attrs.field(factory=dict, init=False)
-    _backlog: set = attrs.field(factory=set, init=False)
+    _backlog_last: str | None = attrs.field(default=None, init=False)
     _sent_before: set = attrs.field(factory=set, init=False)
     _active: bool = attrs.field(default=False, init=False)
     _pumping: bool = attrs.field(default=False, init=False)
+    _batches: dict = attrs.field(factory=dict, init=False)
+    _old_batches: OrderedDict = attrs.field(factory=OrderedDict, init=False)
     log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.outbox"), init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -83,6 +87,11 @@ class Outbox:
         return len(self._in_flight)
 
     @property
+    def batch_frames_limit(self) -> int:
+        """With batching, at most this many batch frames are unacked at once (a tenth of the window, at least 2)."""
+        return max(2, self.window // 10)
+
+    @property
     def queued(self) -> int:
         """Events waiting for a place in the window (while active)."""
         return len(self._queue)
@@ -93,13 +102,12 @@ class Outbox:
         """The link became active: load the store's pending events and start sending."""
         self._active = True
         self.stats.activations += 1
+        self._forget_batches()
         self._in_flight.clear()
-        self._queue.clear()
-        self._queued.clear()
         pending = self.store.pending_ids()
-        self._queue.extend(pending)
-        self._queued.update(pending)
-        self._backlog = set(pending)
+        self._queue = deque(pending)
+        # Everything up to the last id pending now is backlog (counted as reuploaded when sent).
+        self._backlog_last = pending[-1] if pending else None
         self.stats.max_backlog = max(self.stats.max_backlog, len(pending))
         self.pump()
 
@@ -107,23 +115,45 @@ class Outbox:
         """The link left active: forget the window; the store keeps everything unacked."""
         self._active = False
         self._sent_before.update(self._in_flight)
+        self._forget_batches()
         self._in_flight.clear()
         self._queue.clear()
-        self._queued.clear()
-        self._backlog.clear()
+        self._backlog_last = None
 
     # --- events --------------------------------------------------------------------
 
     def added(self, event_id: str) -> None:
-        """A new event is durable in the store: queue it if the link is active."""
-        if not self._active or event_id in self._queued or event_id in self._in_flight:
+        """A new event is in the store (call once per event): queue it if the link is active."""
+        if not self._active or event_id in self._in_flight:
             return
         self._queue.append(event_id)
-        self._queued.add(event_id)
         self.pump()
 
-    def acked(self, event_id: str) -> None:
-        """The peer acked ``event_id`` (in time or late): remove it from the store and send the next."""
+    def _forget_batches(self) -> None:
+        # Keep recent batches so that a late ack still removes their events from the store.
+        for batch_id, ids in self._batches.items():
+            self._old_batches[batch_id] = ids
+        self._batches.clear()
+        while len(self._old_batches) > 1000:
+            self._old_batches.popitem(last=False)
+
+    def acked(self, message_id: str) -> None:
+        """The peer acked ``message_id`` (an event or a batch; in time or late): the events leave the store."""
+        ids = self._batches.pop(message_id, None)
+        if ids is None:
+            ids = self._old_batches.pop(message_id, None)
+        if ids is None:
+            self._acked_one(message_id)
+        else:
+            pumping, self._pumping = self._pumping, True
+            try:
+                for event_id in ids:
+                    self._acked_one(event_id)
+            finally:
+                self._pumping = pumping
+        self.pump()
+
+    def _acked_one(self, event_id: str) -> None:
         in_window = self._in_flight.pop(event_id, None) is not None
         if self.store.ack(event_id):
             if in_window:
@@ -131,10 +161,6 @@ class Outbox:
             else:
                 self.stats.late_acked += 1
         self._sent_before.discard(event_id)
-        if event_id in self._queued:
-            self._queued.discard(event_id)
-            # Stays in the deque; pump skips ids no longer queued.
-        self.pump()
 
     def pump(self) -> None:
         """Send queued events while the window has room."""
@@ -142,19 +168,69 @@ class Outbox:
             return
         self._pumping = True
         try:
-            while self._active and self._queue and len(self._in_flight) < self.window:
-                event_id = self._queue.popleft()
-                if event_id not in self._queued:
+            while self._active and self._queue:
+                if self.link.peer_accepts_batches:
+                    if len(self._batches) >= self.batch_frames_limit:
+                        break
+                    self._send_batch()
                     continue
-                self._queued.discard(event_id)
-                self._send(event_id)
+                if len(self._in_flight) >= self.window:
+                    break
+                self._send(self._queue.popleft())
         finally:
             self._pumping = False
+
+    def _next_ids(self, limit: int) -> list[str]:
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+
+    def _count_sent(self, event_id: str) -> None:
+        self.stats.sent += 1
+        if self._backlog_last is not None:
+            self.stats.reuploaded += 1
+            if event_id == self._backlog_last:
+                self._backlog_last = None
+        if event_id in self._sent_before:
+            self.stats.resent += 1
+
+    def _send_batch(self) -> None:
+        ids, stored = [], []
+        for event_id in self._next_ids(self.link.batch_max):
+            try:
+                stored.append(self.store.read(event_id))
+            except EventNotFound:
+                self._skipped(event_id)
+                continue
+            except CorruptRecord as e:
+                self._set_aside(event_id, f"unreadable: {e}")
+                continue
+            ids.append(event_id)
+        if not ids:
+            return
+        batch_id = str(uuid.uuid4())
+        self._batches[batch_id] = ids
+        for event_id in ids:
+            self._in_flight[event_id] = True
+            self._count_sent(event_id)
+        self.stats.batches_sent += 1
+        d = self.link.send_batch(batch_id, stored)
+        d.addErrback(self._batch_failed, batch_id)
+
+    def _batch_failed(self, failure: Failure, batch_id: str) -> None:
+        failure.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed)
+        self.stats.send_failures += 1
+        ids = self._batches.pop(batch_id, None) or []
+        for event_id in ids:
+            if self._in_flight.pop(event_id, None) is not None:
+                self._sent_before.add(event_id)
+        if self._active and not self.link.is_active:
+            self.deactivated()
 
     def _send(self, event_id: str) -> None:
         try:
             data = self.store.read(event_id)
         except EventNotFound:
+            self._skipped(event_id)
             return  # acked or dropped meanwhile
         except CorruptRecord as e:
             self._set_aside(event_id, f"unreadable: {e}")
@@ -165,12 +241,7 @@ class Outbox:
             self._set_aside(event_id, f"undecodable: {e}")
             return
         self._in_flight[event_id] = True
-        self.stats.sent += 1
-        if event_id in self._backlog:
-            self._backlog.discard(event_id)
-            self.stats.reuploaded += 1
-        if event_id in self._sent_before:
-            self.stats.resent += 1
+        self._count_sent(event_id)
         d = self.link.send(payload)
         d.addErrback(self._send_failed, event_id)
 
@@ -183,6 +254,10 @@ class Outbox:
             # (an ack timeout takes the link out of active).
             if self._active and not self.link.is_active:
                 self.deactivated()
+
+    def _skipped(self, event_id: str) -> None:
+        if event_id == self._backlog_last:
+            self._backlog_last = None
 
     def _set_aside(self, event_id: str, reason: str) -> None:
         self.stats.set_aside += 1

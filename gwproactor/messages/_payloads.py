@@ -243,6 +243,34 @@ class DBGEvent(Event):
     msg: str = wire_field(default="", required=True)
 
 
+@attrs.define(frozen=True)
+class Hello(Payload):
+    """gwproactor-to-gwproactor announcement of optional capabilities, sent when a link becomes active.
+
+    Not acked.  ``capabilities`` lists feature names (``"batch1"``: the peer accepts
+    :class:`EventBatch` frames).  gridworks-proactor 4.x peers neither send nor expect it.
+    """
+
+    TYPE_NAME: ClassVar[str] = "gwproactor.hello"
+
+    capabilities: list = attrs.field(factory=list)
+    version: str = ""
+
+
+@attrs.define(frozen=True)
+class EventBatch(Payload):
+    """Many stored events in one frame (only to a peer that announced ``"batch1"``); one ack acks them all.
+
+    ``events`` holds the events' JSON objects as stored; the receiver accepts each one
+    (deduplicated, stored or handled) and acks ``batch_id`` when all are accepted.
+    """
+
+    TYPE_NAME: ClassVar[str] = "gwproactor.batch"
+
+    batch_id: str = attrs.field(factory=_new_id)
+    events: list = attrs.field(factory=list)
+
+
 #: Communication events by TypeName.
 COMM_EVENT_TYPES: Mapping[str, type[CommEvent]] = {
     cls.TYPE_NAME: cls
@@ -258,7 +286,18 @@ COMM_EVENT_TYPES: Mapping[str, type[CommEvent]] = {
 
 #: The registry holding the framework's payload types; applications register theirs here or in a copy.
 default_registry = PayloadRegistry(generic_event=GenericEvent)
-for _cls in (Ack, Ping, StartupEvent, ShutdownEvent, ProblemEvent, DBGPayload, DBGEvent, *COMM_EVENT_TYPES.values()):
+for _cls in (
+    Ack,
+    Ping,
+    Hello,
+    EventBatch,
+    StartupEvent,
+    ShutdownEvent,
+    ProblemEvent,
+    DBGPayload,
+    DBGEvent,
+    *COMM_EVENT_TYPES.values(),
+):
     default_registry.register(_cls)
 del _cls
 

@@ -28,6 +28,7 @@ import json
 import os
 import stat
 from collections import OrderedDict
+from typing import Any
 from collections.abc import Callable
 
 import attrs
@@ -58,6 +59,78 @@ DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_GROUP_MS = 10.0
 _MAX_READ_FDS = 32
 _log = Logger()
+
+
+def _release_freed_memory() -> None:
+    """Give memory freed by recovery back to the OS (glibc keeps it otherwise; a no-op elsewhere).
+
+    Recovery of a large store parses every record once; without this the process keeps
+    that transient peak (about 30 MB for 100,000 pending events) as resident memory.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PackedIndex:
+    """The pending-id index: an insertion-ordered dict of id -> one packed int.
+
+    An entry ``(segment number, offset, size, time)`` is packed into one Python int
+    (time in whole milliseconds), which costs about a third of a 4-tuple of numbers:
+    about 170 bytes per pending id with its uuid key, so 100,000 pending events
+    take about 17 MB.
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, int] = {}
+
+    @staticmethod
+    def _pack(entry: tuple) -> int:
+        number, offset, size, t = entry
+        return (((int(t * 1000) << 32 | size) << 40 | offset) << 24) | number
+
+    @staticmethod
+    def _unpack(v: int) -> tuple:
+        number = v & 0xFFFFFF
+        v >>= 24
+        offset = v & 0xFFFFFFFFFF
+        v >>= 40
+        return number, offset, v & 0xFFFFFFFF, (v >> 32) / 1000.0
+
+    def __setitem__(self, key: str, entry: tuple) -> None:
+        self._d[key] = self._pack(entry)
+
+    def __delitem__(self, key: str) -> None:
+        del self._d[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self._d.get(key)
+        return default if v is None else self._unpack(v)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        v = self._d.pop(key, None)
+        return default if v is None else self._unpack(v)
+
+    def values(self):
+        return (self._unpack(v) for v in self._d.values())
+
+    def popitem_oldest(self) -> tuple:
+        key = next(iter(self._d))
+        return key, self._unpack(self._d.pop(key))
 
 
 @implementer(IEventStore)
@@ -96,7 +169,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _fsync_runner: Callable[[Callable[[], list]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
     received: FileReceivedIds | None = attrs.field(init=False, default=None)
     """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
-    _index: OrderedDict = attrs.field(init=False, factory=OrderedDict)  # id -> (segment number, offset, size, time)
+    _index: PackedIndex = attrs.field(init=False, factory=lambda: PackedIndex())  # id -> (segment, offset, size, time)
     _segments: dict = attrs.field(init=False, factory=dict)
     _active: Segment | None = attrs.field(init=False, default=None)
     _active_broken: bool = attrs.field(init=False, default=False)
@@ -168,6 +241,8 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         except BaseException:
             self._unlock()
             raise
+        if len(self._index) > 10_000:
+            _release_freed_memory()
         _log.info("event store {directory} opened: {pending} pending events in {segments} segments, sync {sync}",
                   directory=directory, pending=len(self._index), segments=len(self._segments), sync=sync)
         return self
@@ -480,7 +555,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             self._commit()
 
     def _drop_oldest(self) -> int:
-        event_id, entry = self._index.popitem(last=False)
+        event_id, entry = self._index.popitem_oldest()
         self._forget(event_id, entry)
         return entry[2]
 
