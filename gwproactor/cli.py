@@ -1,4 +1,4 @@
-"""The ``gwproactor`` command: certificate tools, event store tools, and (later) a demo and a runner.
+"""The ``gwproactor`` command: the demo, the runner, certificate tools and event store tools.
 
 Subcommands import their modules only when the parser is built, so ``import gwproactor.cli`` stays cheap.
 """
@@ -10,15 +10,6 @@ import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
-
-NOT_YET_AVAILABLE = 2
-"""Exit status of the commands that are not written yet."""
-
-
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"gwproactor {args.command}: not yet available", file=sys.stderr)
-    return NOT_YET_AVAILABLE
-
 
 def _version(args: argparse.Namespace) -> int:
     from gwproactor import __version__

@@ -118,6 +118,7 @@ class Proactor(MultiService):
         self.exit_code = 0
         self.shutdown_reason: str | None = None
         self._shutdown: Deferred | None = None
+        self._requested: tuple[str, int] | None = None
         self._shut_down_waiters: list[Deferred] = []
         self.store = store if store is not None else self._open_store()
         received = getattr(self.store, "received", None)
@@ -476,8 +477,13 @@ class Proactor(MultiService):
         self._generate_quietly(StartupEvent(src=self.name))
 
     def stopService(self) -> Deferred:
-        """Shut down gracefully (see :meth:`shutdown`); the Deferred fires when everything has stopped."""
-        return self.shutdown("service stopped")
+        """Shut down gracefully (see :meth:`shutdown`); the Deferred fires with the exit code when all has stopped.
+
+        Subclasses that override it call the base version; every shutdown path
+        (a signal, :meth:`request_shutdown`, the service parent stopping) runs it.
+        """
+        reason, exit_code = self._requested or ("service stopped", 0)
+        return self._begin_shutdown(reason, exit_code)
 
     @property
     def shutting_down(self) -> bool:
@@ -506,14 +512,20 @@ class Proactor(MultiService):
         return d
 
     def shutdown(self, reason: str = "requested", exit_code: int = 0) -> Deferred:
-        """Shut down in order, once (later calls wait for the first).
+        """Shut down in order, once (later calls wait for the first); fires with the exit code.
 
-        Stop taking new work (the router stops delivering), let in-flight acks
-        arrive for up to ``settings.shutdown_grace_s``, record a shutdown event in
-        the store, stop the hosted services in reverse order (actors, links,
-        broker connections, which send MQTT DISCONNECT), then sync and close the
-        store.  The Deferred fires with the exit code.
+        Runs :meth:`stopService` (so subclasses' overrides run): stop taking new
+        work (the router stops delivering), let in-flight acks arrive for up to
+        ``settings.shutdown_grace_s``, record a shutdown event in the store, stop
+        the hosted services in reverse order (actors, links, broker connections,
+        which send MQTT DISCONNECT), then sync and close the store.
         """
+        if self._shutdown is None and self._requested is None:
+            self._requested = (reason, exit_code)
+            return self.stopService()
+        return self._begin_shutdown(reason, exit_code)
+
+    def _begin_shutdown(self, reason: str, exit_code: int) -> Deferred:
         if self._shutdown is None:
             self.exit_code = exit_code
             self.shutdown_reason = reason

@@ -58,7 +58,14 @@ class BrokerStartError(GwProactorError):
 
 
 def find_mosquitto() -> str | None:
-    """Return the path of a ``mosquitto`` executable (``PATH`` first, then the usual sbin paths), or ``None``."""
+    """Return the path of a ``mosquitto`` executable (``PATH`` first, then the usual sbin paths), or ``None``.
+
+    When the environment variable ``GWPROACTOR_MOSQUITTO`` is set, only that path is considered (``None`` if it
+    is not an executable file).
+    """
+    override = os.environ.get("GWPROACTOR_MOSQUITTO")
+    if override:
+        return override if os.path.isfile(override) and os.access(override, os.X_OK) else None
     found = shutil.which("mosquitto")
     if found:
         return found

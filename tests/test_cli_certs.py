@@ -206,14 +206,24 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
-def test_version_and_stubs(capsys: pytest.CaptureFixture[str]) -> None:
-    """`version` prints the package version; `demo` and `run` say they are not yet available and exit 2."""
+def test_version_and_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    """`version` prints the package version; `demo` and `run` are wired (their --help exits 0)."""
     from gwproactor import __version__
 
     assert _run(capsys, "version") == (0, f"gwproactor {__version__}\n", "")
     for name in ("demo", "run"):
-        code, _, err = _run(capsys, name)
-        assert code == 2 and "not yet available" in err
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert name in capsys.readouterr().out
+
+
+def test_run_without_app_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`gwproactor run` without --app is a usage error (exit 2) naming the option."""
+    with pytest.raises(SystemExit) as info:
+        main(["run"])
+    assert info.value.code == 2
+    assert "--app" in capsys.readouterr().err
 
 
 def test_store_subcommand_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
