@@ -19,7 +19,18 @@ from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLink
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
-from gwproactor.message import COMM_EVENT_TYPES, Codec, Event, EventBatch, ProblemEvent, ShutdownEvent, StartupEvent
+from gwproactor.logs import LogLevels, level_from_name
+from gwproactor.message import (
+    COMM_EVENT_TYPES,
+    Codec,
+    DBGEvent,
+    DBGPayload,
+    Event,
+    EventBatch,
+    ProblemEvent,
+    ShutdownEvent,
+    StartupEvent,
+)
 
 T = TypeVar("T")
 
@@ -112,6 +123,8 @@ class Proactor(MultiService):
         self.reactor = reactor if reactor is not None else _default_reactor()
         self.codec = codec if codec is not None else Codec()
         self.router = Router(clock=self.reactor, on_failure=self._actor_failed)
+        self.log_levels = LogLevels()
+        self.apply_log_settings()
         self.event_counts: Counter = Counter()
         self.counters: Counter = Counter()
         self._accepting: dict[str, Deferred] = {}
@@ -137,6 +150,18 @@ class Proactor(MultiService):
         return f"<{type(self).__name__} {self.name!r}>"
 
     # --- construction ----------------------------------------------------------
+
+    def use_log_levels(self, log_levels: LogLevels) -> None:
+        """Use ``log_levels`` (whose predicate filters the real log observers) and apply the settings to it."""
+        self.log_levels = log_levels
+        self.apply_log_settings()
+
+    def apply_log_settings(self) -> None:
+        """Apply ``settings.logging`` (base level, per-category levels) to :attr:`log_levels`."""
+        logging = self.settings.logging
+        self.log_levels.set_default(level_from_name(logging.base_level))
+        for category, name in logging.levels.items():
+            self.log_levels.set_category(category, level_from_name(name))
 
     def _open_store(self) -> Any:
         from gwproactor.store import FileEventStore
@@ -302,6 +327,8 @@ class Proactor(MultiService):
             return self._accept_event(link, payload)
         if isinstance(payload, EventBatch):
             return self._accept_batch(link, payload)
+        if isinstance(payload, DBGPayload):
+            return self._handle_dbg(link, message)
         self.counters["messages_received"] += 1
         return self.handle_message(link, message)
 
@@ -361,6 +388,29 @@ class Proactor(MultiService):
             d = maybeDeferred(self._accept_event, link, event)
             accepted.append(d)
         return gatherResults(accepted, consumeErrors=True)
+
+    def _handle_dbg(self, link: Link, message: Any) -> Deferred:
+        """A remote debug request (4.x ``gridworks.proactor.dbg``): change log levels, record a DBG event."""
+        dbg = message.payload
+        changed = self.log_levels.apply_python_levels(dbg.levels)
+        self.counters["dbg_requests"] += 1
+        self.log.info(
+            "DBG from {link_name}: levels {changed}, command {command}",
+            link_name=link.link_name,
+            changed=changed,
+            command=dbg.command,
+        )
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "no level changed"
+        if dbg.command:
+            summary += f"; command {dbg.command!r} is not supported"
+        event = DBGEvent(
+            src=self.name,
+            command=self.codec.payload_to_dict(dbg),
+            path=f"{link.link_name}",
+            count=self.counters["dbg_requests"],
+            msg=summary,
+        )
+        return self.generate_event(event)
 
     def _call_handle_event(self, link: Link, event: Any) -> None:
         # Forwarded events are already durable: a failing application hook must not un-accept them.

@@ -102,17 +102,25 @@ def install_reactor(name: str) -> Any:
     return reactor
 
 
-def start_logging(level: str = "info", stream: Any = None) -> None:
-    """Send twisted.logger events at ``level`` and above to ``stream`` (default stderr), one text line each."""
-    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner
-    from twisted.logger import textFileLogObserver
+def start_logging(level: str | None = None, stream: Any = None) -> Any:
+    """Send twisted.logger events to ``stream`` (default stderr), one text line each, filtered by category levels.
 
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level.lower()))
-    observer = FilteringLogObserver(textFileLogObserver(stream or sys.stderr), [predicate])
+    Returns the :class:`~gwproactor.logs.LogLevels` whose predicate filters them
+    (``level`` overrides the settings' base level when given).
+    """
+    from twisted.logger import FilteringLogObserver, globalLogBeginner, textFileLogObserver
+
+    from gwproactor.logs import LogLevels, level_from_name
+
+    levels = LogLevels()
+    if level:
+        levels.set_default(level_from_name(level))
+    observer = FilteringLogObserver(textFileLogObserver(stream or sys.stderr), [levels.predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return levels
 
 
-def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str = "info",
+def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None = None,
         ready_file: str | None = None, on_ready: Callable[[Any], Any] | None = None) -> int:
     """Run the application until it shuts down; return the process exit status.
 
@@ -121,12 +129,17 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str = "info"
     whatever was written is consistent).
     """
     reactor = install_reactor(reactor_name)
-    start_logging(log_level)
+    levels = start_logging()
     try:
         proactor = make_service(spec, reactor)
     except ConfigError as e:
         print(f"gwproactor: {e}", file=sys.stderr)
         return 2
+    proactor.use_log_levels(levels)
+    if log_level:
+        from gwproactor.logs import level_from_name
+
+        levels.set_default(level_from_name(log_level))
     signals = {"count": 0}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -164,7 +177,7 @@ def add_run_arguments(parser: Any) -> None:
     parser.add_argument("--env-prefix", default="GWP", help="prefix of the settings' environment variables (default GWP)")
     parser.add_argument("--dotenv", default=None, help="a .env file with more settings")
     parser.add_argument("--reactor", choices=("default", "asyncio"), default="default", help="which reactor to run on")
-    parser.add_argument("--log-level", default="info", help="debug, info, warn, error (default info)")
+    parser.add_argument("--log-level", default=None, help="debug, info, warn, error (default: the settings' base level)")
     parser.add_argument("--ready-file", default=None, help="write the pid to this file once started (for supervisors and tests)")
 
 

@@ -359,3 +359,22 @@ def test_batch_with_undecodable_event_acked_and_reported() -> None:
     assert p.parent.counters["undecodable_batch_events"] == 1
     got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
     assert [g for g in got if g.startswith("event")] == ["event 0", "event 1", "event 2"]
+
+
+def test_dbg_request_changes_levels_and_records_event() -> None:
+    """A 4.x DBG request changes the child's log levels by category and produces a DBG event upstream."""
+    from twisted.logger import LogLevel
+
+    from gwproactor.message import DBGPayload
+
+    p = Pair()
+    p.start()
+    acked = p.parent.send_to_link("child", DBGPayload(levels={"io_loop": 10, "lifecycle": -1}), ack_required=True)
+    p.turn(20)
+    assert acked.called
+    assert p.child.log_levels.enabled("io_loop", LogLevel.debug)
+    assert not p.child.log_levels.enabled("lifecycle", LogLevel.debug)
+    dbg = [e for e in p.parent.seen if e.type_name == "gridworks.event.proactor.dbg"]
+    assert len(dbg) == 1 and dbg[0].src == SCADA1
+    assert dbg[0].command["Levels"]["io_loop"] == 10
+    assert "io_loop=debug" in dbg[0].msg
