@@ -1,0 +1,7 @@
+"""Operations: systemd notification and watchdog, reactor lag, problem collection and rate limiting."""
+
+from gwproactor.ops.lag import ReactorLag
+from gwproactor.ops.problems import Problems, RateLimiter
+from gwproactor.ops.systemd import IWatchable, Notifier, SystemdService, Watch, link_status
+
+__all__ = ["IWatchable", "Notifier", "Problems", "RateLimiter", "ReactorLag", "SystemdService", "Watch", "link_status"]

@@ -1,0 +1,329 @@
+"""HTTP endpoints of a proactor on twisted.web: ``GET /health``, ``GET /stats`` and ``POST /events``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Iterable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from gwproactor.errors import DecodeError, StoreClosed, StoreFull
+
+#: Default bound of a ``POST /events`` body (bytes); larger bodies get 413.
+MAX_BODY_BYTES = 64 * 1024
+
+_log = Logger(namespace="gwproactor.web")
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, default=str, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _reply(request: Any, code: int, obj: Any) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return _json_bytes(obj)
+
+
+class BoundedRequest(server.Request):
+    """A request that keeps at most ``site.max_body_bytes`` of its body and remembers if there was more."""
+
+    body_too_large = False
+    _body_seen = 0
+
+    def _limit(self) -> int:
+        return getattr(self.channel.site, "max_body_bytes", MAX_BODY_BYTES) if self.channel else MAX_BODY_BYTES
+
+    def gotLength(self, length: int | None) -> None:
+        """Refuse to buffer a body announced larger than the limit (keeps an empty in-memory buffer)."""
+        if length is not None and length > self._limit():
+            self.body_too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Buffer ``data`` while under the limit; past it, discard and mark the body too large."""
+        self._body_seen += len(data)
+        if self.body_too_large or self._body_seen > self._limit():
+            self.body_too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+class _JSONResource(Resource):
+    """A leaf resource answering unsupported methods with a JSON 405."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        method = request.method.decode("ascii", "replace")
+        allowed = sorted(name[len("render_") :] for name in dir(self) if name.startswith("render_"))
+        if "GET" not in allowed and "HEAD" in allowed:
+            allowed.remove("HEAD")  # Resource's default HEAD only serves a GET
+        if method not in allowed:
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+            return _reply(request, 405, {"error": f"method {method} not allowed; use {', '.join(allowed)}"})
+        return super().render(request)
+
+
+class _Root(Resource):
+    """The root: known children, JSON 404 for anything else."""
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return _NotFound()
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return _reply(request, 404, {"error": "not found; endpoints: GET /health, GET /stats, POST /events"})
+
+
+class HealthResource(_JSONResource):
+    """``GET /health``: 200 when healthy, else 503; JSON body with the link states."""
+
+    def __init__(self, proactor: Any, required_links: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.proactor = proactor
+        self.required_links = None if required_links is None else list(required_links)
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        """The health verdict and the JSON body."""
+        if self.required_links is None:
+            ok, detail = self.proactor.health()
+            return bool(ok), {"ok": bool(ok), **detail}
+        states = self.proactor.link_states()
+        ok = all(states.get(name) == "active" for name in self.required_links)
+        return ok, {"ok": ok, "links": states, "required_links": self.required_links}
+
+    def render_GET(self, request: Any) -> bytes:
+        try:
+            ok, body = self.check()
+        except Exception as e:
+            _log.failure("health check failed")
+            return _reply(request, 500, {"ok": False, "error": f"health check failed: {e}"})
+        return _reply(request, 200 if ok else 503, body)
+
+
+
+class StatsResource(_JSONResource):
+    """``GET /stats``: the JSON of ``proactor.stats()``."""
+
+    def __init__(self, proactor: Any) -> None:
+        super().__init__()
+        self.proactor = proactor
+
+    def render_GET(self, request: Any) -> bytes:
+        try:
+            return _reply(request, 200, self.proactor.stats())
+        except Exception as e:
+            _log.failure("stats failed")
+            return _reply(request, 500, {"error": f"stats failed: {e}"})
+
+
+class EventsResource(_JSONResource):
+    """``POST /events``: insert one event (a JSON object) through ``proactor.generate_event``.
+
+    The body is one payload object with a ``TypeName`` that decodes (with the
+    proactor's codec) to an event class: any ``gridworks.event.*`` name or a
+    registered application event.  Missing ``Src`` defaults to the proactor's
+    name, missing ``MessageId`` to a new uuid4, missing ``TimeCreatedMs`` to now.
+
+    Replies: 200 ``{"MessageId": ...}`` once the event is durable; 413 for a
+    body over the limit; 422 ``{"error": ...}`` for input that is not JSON, not
+    an object, or does not decode (the codec's message); 503 when the store
+    rejects the event (full or closed); 500 for anything else.
+    """
+
+    def __init__(self, proactor: Any, clock: Any = None) -> None:
+        super().__init__()
+        self.proactor = proactor
+        self.clock = clock
+        self.accepted = 0
+        self.rejected = 0
+        self.unavailable = 0
+        self.too_large = 0
+        self.disconnected = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the endpoint."""
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "unavailable": self.unavailable,
+            "too_large": self.too_large,
+            "disconnected": self.disconnected,
+        }
+
+    def _reject(self, request: Any, text: str) -> bytes:
+        self.rejected += 1
+        return _reply(request, 422, {"error": text})
+
+    def decode(self, body: bytes) -> Any:
+        """The event in ``body``; raises :class:`~gwproactor.errors.DecodeError` with a precise message."""
+        from gwproactor.message import Event, now_ms
+
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DecodeError(f"body is not UTF-8: {e}") from e
+        except ValueError as e:
+            raise DecodeError(f"body is not JSON: {e}") from e
+        if type(obj) is not dict:
+            kind = "array" if isinstance(obj, list) else type(obj).__name__ if obj is not None else "null"
+            raise DecodeError(f"body must be a JSON object (an event), got {kind}")
+        obj.setdefault("Src", self.proactor.name)
+        obj.setdefault("MessageId", str(uuid.uuid4()))
+        if "TimeCreatedMs" not in obj:
+            obj["TimeCreatedMs"] = int(self.clock.seconds() * 1000) if self.clock is not None else now_ms()
+        payload = self.proactor.codec.payload_from_dict(obj)
+        if not isinstance(payload, Event):
+            raise DecodeError(f"Payload.TypeName: {obj.get('TypeName')!r} is not an event type")
+        return payload
+
+    def render_POST(self, request: Any) -> Any:
+        if getattr(request, "body_too_large", False):
+            self.too_large += 1
+            limit = getattr(request.channel.site, "max_body_bytes", MAX_BODY_BYTES)
+            return _reply(request, 413, {"error": f"body larger than {limit} bytes"})
+        body = request.content.read() if request.content is not None else b""
+        try:
+            event = self.decode(body)
+        except DecodeError as e:
+            return self._reject(request, str(e))
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(self._client_gone, gone)
+        d = maybeDeferred(self.proactor.generate_event, event)
+        d.addCallbacks(
+            self._stored, self._store_failed, callbackArgs=(request, event, gone), errbackArgs=(request, gone)
+        )
+        d.addErrback(lambda f: _log.failure("replying to POST /events failed", f))
+        return server.NOT_DONE_YET
+
+    def _client_gone(self, _: Failure, gone: list) -> None:
+        """The client disconnected before the reply; the event is still stored (it is not cancelled)."""
+        gone.append(True)
+        self.disconnected += 1
+
+    def _finish(self, request: Any, gone: list, code: int, obj: Any) -> None:
+        if gone:
+            return
+        request.write(_reply(request, code, obj))
+        request.finish()
+
+    def _stored(self, _: Any, request: Any, event: Any, gone: list) -> None:
+        self.accepted += 1
+        self._finish(request, gone, 200, {"MessageId": event.message_id})
+
+    def _store_failed(self, failure: Failure, request: Any, gone: list) -> None:
+        if failure.check(StoreFull, StoreClosed):
+            self.unavailable += 1
+            self._finish(request, gone, 503, {"error": f"event store unavailable: {failure.getErrorMessage()}"})
+            return
+        _log.failure("generate_event failed for POST /events", failure)
+        self._finish(request, gone, 500, {"error": f"event not stored: {failure.getErrorMessage()}"})
+
+
+def make_site(
+    proactor: Any,
+    *,
+    required_links: Iterable[str] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    clock: Any = None,
+) -> server.Site:
+    """A :class:`~twisted.web.server.Site` serving ``/health``, ``/stats`` and ``/events`` for ``proactor``.
+
+    :param required_links: when given, ``/health`` is ok only when each of these
+        links is ``"active"`` (from ``proactor.link_states()``); otherwise
+        ``proactor.health()`` decides.
+    :param max_body_bytes: bound of a ``POST /events`` body.
+    :param clock: time source for defaulted ``TimeCreatedMs`` (default: wall clock).
+    """
+    root = _Root()
+    root.putChild(b"health", HealthResource(proactor, required_links))
+    root.putChild(b"stats", StatsResource(proactor))
+    events = EventsResource(proactor, clock)
+    root.putChild(b"events", events)
+    site = server.Site(root)
+    site.requestFactory = BoundedRequest
+    site.max_body_bytes = max_body_bytes
+    site.events = events
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+class WebService(Service):
+    """Serves :func:`make_site` on a server endpoint string (``"tcp:8080:interface=127.0.0.1"``).
+
+    :attr:`port` is the listening port once :meth:`when_listening` has fired.
+    """
+
+    log = Logger(namespace="gwproactor.web")
+
+    def __init__(
+        self,
+        proactor: Any,
+        endpoint: str = "tcp:8080:interface=127.0.0.1",
+        *,
+        reactor: Any = None,
+        name: str = "web",
+        **site_kwargs: Any,
+    ) -> None:
+        self.name = name
+        self.proactor = proactor
+        self.endpoint = endpoint
+        self.reactor = reactor if reactor is not None else proactor.reactor
+        self.site = make_site(proactor, **site_kwargs)
+        self.port: Any = None
+        self._listening: Deferred | None = None
+        self._waiters: list[Deferred] = []
+
+    def startService(self) -> None:
+        """Start listening; a listen failure is logged (the service keeps running without a port)."""
+        from twisted.internet.endpoints import serverFromString
+
+        super().startService()
+        self._listening = serverFromString(self.reactor, self.endpoint).listen(self.site)
+        self._listening.addCallbacks(self._listened, self._listen_failed)
+
+    def _listened(self, port: Any) -> None:
+        self.port = port
+        self.log.info("HTTP endpoints listening on {address}", address=str(port.getHost()))
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(port)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        self.log.failure("HTTP endpoints could not listen on {endpoint}", failure, endpoint=self.endpoint)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+
+    def when_listening(self) -> Deferred:
+        """A Deferred that fires with the listening port (at once if listening)."""
+        if self.port is not None:
+            d: Deferred = Deferred()
+            d.callback(self.port)
+            return d
+        d = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def stopService(self) -> Deferred | None:
+        """Stop listening; returns the Deferred of ``stopListening``."""
+        super().stopService()
+        if self._listening is not None and not self._listening.called:
+            self._listening.cancel()
+        port, self.port = self.port, None
+        if port is not None:
+            return maybeDeferred(port.stopListening)
+        return None

@@ -1,0 +1,332 @@
+"""Live tests of the HTTP endpoints (/health, /stats, /events) with treq against a real listening port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from gwproactor.errors import StoreClosed, StoreFull, UnknownActorError
+from gwproactor.interfaces import IProactor
+from gwproactor.message import Codec, GenericEvent, ProblemEvent
+from gwproactor.web.server import WebService, make_site
+
+
+@implementer(IProactor)
+class FakeProactor:
+    """The part of the proactor API the web endpoints use; events are 'stored' when the test says so."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.name = "d1.isone.test"
+        self.reactor = reactor
+        self.codec = Codec()
+        self.ok = False
+        self.states = {"upstream": "awaiting_peer"}
+        self.events: list[Any] = []
+        self.pending: list[Deferred] = []
+        self.arrived: list[Deferred] = []
+        self.store_error: Exception | None = None
+        self.auto_store = True
+
+    # IProactor
+    def add_actor(self, actor: Any) -> Any:
+        return actor
+
+    def get_actor(self, name: str) -> Any:
+        raise UnknownActorError(name)
+
+    def send(self, message: Any) -> None:
+        pass
+
+    def send_threadsafe(self, message: Any) -> None:
+        pass
+
+    # the rest of the API used by the web endpoints
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return self.ok, {"links": dict(self.states)}
+
+    def link_states(self) -> dict[str, str]:
+        return dict(self.states)
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "events": len(self.events)}
+
+    def generate_event(self, event: Any) -> Deferred:
+        if self.store_error is not None:
+            return fail(self.store_error)
+        self.events.append(event)
+        d: Deferred = Deferred()
+        self.pending.append(d)
+        waiters, self.arrived = self.arrived, []
+        for w in waiters:  # on a later turn: never resume the test inside the server's render call
+            self.reactor.callLater(0, w.callback, event)
+        if self.auto_store:
+            d.callback(event.message_id)
+        return d
+
+    def when_event_arrives(self) -> Deferred:
+        d: Deferred = Deferred()
+        self.arrived.append(d)
+        return d.addTimeout(10, self.reactor)  # a deadline: a broken test fails instead of hanging
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def proactor(reactor: Any) -> FakeProactor:
+    return FakeProactor(reactor)
+
+
+@pytest_twisted.async_yield_fixture
+async def server(proactor: FakeProactor, reactor: Any) -> AsyncIterator[tuple[str, Any]]:
+    site = make_site(proactor, max_body_bytes=1024)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    yield f"http://127.0.0.1:{port.getHost().port}", site
+    await maybeDeferred(port.stopListening)
+
+
+async def get(url: str) -> tuple[int, Any]:
+    response = await treq.get(url, persistent=False)
+    return response.code, json.loads(await treq.content(response))
+
+
+async def post(url: str, data: Any) -> tuple[int, Any]:
+    response = await treq.post(url, data=data, headers={b"content-type": [b"application/json"]}, persistent=False)
+    body = await treq.content(response)
+    return response.code, json.loads(body)
+
+
+async def wait_until(reactor: Any, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` on the reactor until true, failing after ``timeout_s``."""
+    deadline = reactor.seconds() + timeout_s
+    while not predicate():
+        assert reactor.seconds() < deadline, "condition not met before the deadline"
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+def test_fake_proactor_provides_iproactor(proactor: FakeProactor) -> None:
+    """The fake used here is checked against IProactor."""
+    verifyObject(IProactor, proactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_flips_from_503_to_200(server: tuple[str, Any], proactor: FakeProactor) -> None:
+    """/health answers 503 with the link states while unhealthy and 200 once healthy."""
+    url, _ = server
+    assert await get(url + "/health") == (503, {"ok": False, "links": {"upstream": "awaiting_peer"}})
+    proactor.ok, proactor.states = True, {"upstream": "active"}
+    assert await get(url + "/health") == (200, {"ok": True, "links": {"upstream": "active"}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_with_required_links(proactor: FakeProactor, reactor: Any) -> None:
+    """With required_links, /health is 200 only when each of them is active (other links do not matter)."""
+    port = reactor.listenTCP(0, make_site(proactor, required_links=["upstream"]), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/health"
+    try:
+        proactor.states = {"upstream": "awaiting_peer", "local": "active"}
+        code, body = await get(url)
+        assert code == 503 and body["required_links"] == ["upstream"] and not body["ok"]
+        proactor.states = {"upstream": "active", "local": "stopped"}
+        code, body = await get(url)
+        assert code == 200 and body["ok"] and body["links"] == proactor.states
+    finally:
+        await maybeDeferred(port.stopListening)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_is_the_proactor_stats_as_json(server: tuple[str, Any], proactor: FakeProactor) -> None:
+    """/stats returns proactor.stats() as JSON."""
+    url, _ = server
+    assert await get(url + "/stats") == (200, {"name": "d1.isone.test", "events": 0})
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_event_replies_only_after_the_event_is_durable(
+    server: tuple[str, Any], proactor: FakeProactor
+) -> None:
+    """POST /events answers 200 with the MessageId only after generate_event's Deferred fires."""
+    url, site = server
+    proactor.auto_store = False
+    arrived = proactor.when_event_arrives()
+    body = {"TypeName": "gridworks.event.problem", "ProblemType": "warning", "Summary": "door open", "Details": ""}
+    reply = Deferred.fromCoroutine(post(url + "/events", json.dumps(body).encode()))
+    event = await arrived
+    assert isinstance(event, ProblemEvent)
+    assert event.src == "d1.isone.test" and event.summary == "door open" and event.message_id
+    assert not reply.called
+    proactor.pending[0].callback(event.message_id)
+    assert await reply == (200, {"MessageId": event.message_id})
+    assert site.events.stats()["accepted"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_keeps_given_fields_and_accepts_unregistered_gridworks_events(
+    server: tuple[str, Any], proactor: FakeProactor
+) -> None:
+    """Given Src/MessageId/TimeCreatedMs are kept; an unregistered gridworks.event.* decodes as a generic event."""
+    url, _ = server
+    body = {
+        "TypeName": "gridworks.event.house.door",
+        "Src": "d1.isone.test.door",
+        "MessageId": "4f1c6e9a-0000-4000-8000-000000000001",
+        "TimeCreatedMs": 1700000000000,
+        "Open": True,
+    }
+    assert await post(url + "/events", json.dumps(body).encode()) == (200, {"MessageId": body["MessageId"]})
+    event = proactor.events[0]
+    assert isinstance(event, GenericEvent)
+    assert (event.src, event.time_created_ms, event.extra["Open"]) == ("d1.isone.test.door", 1700000000000, True)
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"{not json", "body is not JSON: "),
+        (b"\xff\xfe", "body is not UTF-8: "),
+        (b"[1, 2]", "body must be a JSON object (an event), got array"),
+        (b"null", "body must be a JSON object (an event), got null"),
+        (b"{}", "Payload.TypeName: missing field"),
+        (b'{"TypeName": "no.such.type"}', "Payload.TypeName: unknown type 'no.such.type'"),
+        (b'{"TypeName": "gridworks.ping"}', "Payload.TypeName: 'gridworks.ping' is not an event type"),
+        (
+            b'{"TypeName": "gridworks.event.problem", "ProblemType": "error", "Summary": 3}',
+            "Payload.Summary: ",
+        ),
+        (b'{"TypeName": "gridworks.event.problem", "ProblemType": "error"}', "Payload.Summary: missing field"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_invalid_bodies_get_422_with_a_precise_error(
+    server: tuple[str, Any], proactor: FakeProactor, data: bytes, error: str
+) -> None:
+    """Bodies that are not JSON, not an object, or do not decode to an event get 422 and the reason."""
+    url, site = server
+    code, body = await post(url + "/events", data)
+    assert code == 422
+    assert body["error"].startswith(error), body
+    assert proactor.events == [] and site.events.rejected == 1
+
+
+class UnknownLengthProducer:
+    """A chunked request body (no Content-Length)."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def startProducing(self, consumer: Any) -> Deferred:
+        for i in range(0, len(self.data), 256):
+            consumer.write(self.data[i : i + 256])
+        d: Deferred = Deferred()
+        d.callback(None)
+        return d
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def test_unknown_length_producer_provides_ibodyproducer() -> None:
+    """The chunked-body helper is a real IBodyProducer."""
+    verifyObject(IBodyProducer, implementer(IBodyProducer)(UnknownLengthProducer)(b""))
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversize_bodies_get_413(server: tuple[str, Any], proactor: FakeProactor) -> None:
+    """A body over the limit gets 413, whether announced by Content-Length or sent chunked."""
+    url, site = server
+    big = json.dumps({"TypeName": "gridworks.event.big", "Blob": "x" * 2000}).encode()
+    assert await post(url + "/events", big) == (413, {"error": "body larger than 1024 bytes"})
+    producer = implementer(IBodyProducer)(UnknownLengthProducer)(big)
+    assert await post(url + "/events", producer) == (413, {"error": "body larger than 1024 bytes"})
+    assert proactor.events == [] and site.events.too_large == 2
+    small = json.dumps({"TypeName": "gridworks.event.small"}).encode()
+    code, _ = await post(url + "/events", implementer(IBodyProducer)(UnknownLengthProducer)(small))
+    assert code == 200
+
+
+@pytest.mark.parametrize("error", [StoreFull("store is full (reject_new)"), StoreClosed("store is closed")])
+@pytest_twisted.ensureDeferred
+async def test_store_rejection_gets_503(server: tuple[str, Any], proactor: FakeProactor, error: Exception) -> None:
+    """When the store rejects the event (full or closed) the reply is 503 with the store's message."""
+    url, site = server
+    proactor.store_error = error
+    code, body = await post(url + "/events", b'{"TypeName": "gridworks.event.x"}')
+    assert code == 503 and body == {"error": f"event store unavailable: {error}"}
+    assert site.events.unavailable == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_store_error_gets_500(server: tuple[str, Any], proactor: FakeProactor) -> None:
+    """Any other generate_event failure is a 500 naming it."""
+    url, _ = server
+    proactor.store_error = OSError("disk on fire")
+    code, body = await post(url + "/events", b'{"TypeName": "gridworks.event.x"}')
+    assert code == 500 and body == {"error": "event not stored: disk on fire"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_while_storing_is_harmless(
+    server: tuple[str, Any], proactor: FakeProactor, reactor: Any
+) -> None:
+    """A client that hangs up before the event is durable is counted; the later store result is dropped quietly."""
+    url, site = server
+    proactor.auto_store = False
+    arrived = proactor.when_event_arrives()
+    reply = treq.post(url + "/events", data=b'{"TypeName": "gridworks.event.x"}', persistent=False)
+    await arrived
+    reply.cancel()
+    with pytest.raises(Exception):
+        await reply
+    await wait_until(reactor, lambda: site.events.disconnected == 1)
+    proactor.pending[0].callback("id")
+    assert site.events.accepted == 1
+    assert await get(url + "/stats") == (200, {"name": "d1.isone.test", "events": 1})
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_methods_and_paths(server: tuple[str, Any]) -> None:
+    """GET /events is a JSON 405 naming the allowed method, an unknown path is a JSON 404."""
+    url, _ = server
+    response = await treq.get(url + "/events", persistent=False)
+    assert response.code == 405 and response.headers.getRawHeaders(b"allow") == [b"POST"]
+    assert (await treq.json_content(response)) == {"error": "method GET not allowed; use POST"}
+    code, body = await get(url + "/nope/deeper")
+    assert code == 404 and "endpoints" in body["error"]
+    code, _ = await post(url + "/health", b"{}")
+    assert code == 405
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_service_listens_on_an_endpoint_string(proactor: FakeProactor, reactor: Any) -> None:
+    """WebService listens on a server endpoint string while running and stops listening on stop."""
+    service = WebService(proactor, "tcp:0:interface=127.0.0.1")
+    service.startService()
+    port = await service.when_listening()
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    code, _ = await get(url + "/stats")
+    assert code == 200
+    await service.stopService()
+    with pytest.raises(Exception):
+        await treq.get(url + "/stats", persistent=False)
