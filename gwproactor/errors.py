@@ -167,6 +167,21 @@ class CertsError(GwProactorError):
     """
 
 
+# --- HTTP ------------------------------------------------------------------
+
+
+class HTTPStatusError(GwProactorError):
+    """A polled URL answered with a status outside 2xx."""
+
+    def __init__(self, code: int, url: str) -> None:
+        super().__init__(f"GET {url} answered HTTP {code}")
+        self.code = code
+
+
+class ConvertError(GwProactorError):
+    """A REST poller's ``convert`` callable raised on a response body."""
+
+
 # --- operations ------------------------------------------------------------
 
 

@@ -43,6 +43,26 @@ class IProactor(Interface):
     def send_threadsafe(message):
         """Like :meth:`send`, callable from any thread."""
 
+    codec = Attribute("The :class:`ICodec` of the proactor's messages.")
+
+    def generate_event(event):
+        """Record ``event`` for delivery upstream; the Deferred fires once it is durable."""
+
+    def report_problem(problem_type, summary, details):
+        """Log a problem and record it as a problem event (rate-limited); returns a Deferred."""
+
+    def request_shutdown(reason, exit_code=0):
+        """Ask for an orderly shutdown (any thread)."""
+
+    def link_states():
+        """Each link's communication state by link name."""
+
+    def health():
+        """``(ok, details)``: ok when every required link is active."""
+
+    def stats():
+        """A JSON-ready snapshot of the counters."""
+
 
 class ICodec(Interface):
     """Turns messages into bytes and back."""

@@ -14,12 +14,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.actors.router import Router
+from gwproactor.actors.supervision import RestartPolicy, Supervisor
 from gwproactor.config import BrokerSettings, ProactorSettings
 from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLinkError
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
 from gwproactor.logs import LogLevels, level_from_name
+from gwproactor.ops.problems import RateLimiter
 from gwproactor.message import (
     COMM_EVENT_TYPES,
     Codec,
@@ -113,6 +115,7 @@ class Proactor(MultiService):
         store: Any = None,
         codec: Any = None,
         brokers: dict[str, Any] | None = None,
+        restart_policy: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(settings, ProactorSettings):
@@ -123,6 +126,15 @@ class Proactor(MultiService):
         self.reactor = reactor if reactor is not None else _default_reactor()
         self.codec = codec if codec is not None else Codec()
         self.router = Router(clock=self.reactor, on_failure=self._actor_failed)
+        self.supervisor = Supervisor(
+            clock=self.reactor,
+            policy=restart_policy if restart_policy is not None else RestartPolicy(),
+            on_escalate=self._actor_escalated,
+            on_restart=self._actor_restarted,
+            redeliver=self.router.send,
+        )
+        self.router.supervisor = self.supervisor
+        self.problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
         self.log_levels = LogLevels()
         self.apply_log_settings()
         self.event_counts: Counter = Counter()
@@ -145,6 +157,15 @@ class Proactor(MultiService):
         self.upstream: Link | None = None
         self.outbox: Outbox | None = None
         self._build_links(brokers or {})
+        self.web: Any = None
+        if settings.http.enabled:
+            from gwproactor.web.server import WebService
+
+            self.web = WebService(
+                self, endpoint=f"tcp:{settings.http.port}:interface={settings.http.host}", reactor=self.reactor
+            )
+            self.web.setName("web")
+            self.addService(self.web)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -270,12 +291,33 @@ class Proactor(MultiService):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs)
 
     def _actor_failed(self, actor: Any, message: Any, failure: Failure) -> None:
-        """Called for each failed delivery: reported as a problem event."""
+        """A delivery to ``actor`` failed: report it and let the supervisor decide."""
         self.report_problem(
             "error",
             f"actor {actor.name} failed on a {message.header.message_type} message",
             failure.getTraceback(detail="brief")[-2000:],
         )
+        self.actor_failed(actor, failure)
+
+    def actor_failed(self, actor: Any, failure: Failure) -> Deferred:
+        """Tell the supervisor that ``actor`` failed (actors call it for failures in their own timers).
+
+        Within the restart policy the actor is restarted; past it the proactor
+        shuts down with exit status 1.
+        """
+        if self.shutting_down:
+            return succeed("ignored")
+        return self.supervisor.failed(actor, failure)
+
+    def _actor_restarted(self, actor: Any, count: int, failure: Failure) -> None:
+        self.counters["actor_restarts"] += 1
+        self.report_problem("warning", f"actor {actor.name} restarted ({count} in the policy period)", failure.getErrorMessage())
+
+    def _actor_escalated(self, actor: Any, reason: str) -> None:
+        self.counters["actor_escalations"] += 1
+        self.log.critical("actor {actor} keeps failing: {reason}; shutting down", actor=actor.name, reason=reason)
+        self.report_problem("error", f"actor {actor.name} keeps failing; shutting down", reason)
+        self.request_shutdown(f"actor {actor.name} keeps failing: {reason}", exit_code=1)
 
     # --- links -------------------------------------------------------------------
 
@@ -498,8 +540,18 @@ class Proactor(MultiService):
         )
 
     def report_problem(self, problem_type: str, summary: str, details: str = "") -> Deferred:
-        """Log a problem and record it as a ``gridworks.event.problem`` event."""
+        """Log a problem and record it as a ``gridworks.event.problem`` event.
+
+        Rate-limited per summary (5 a minute): the rest are counted, logged at
+        debug level, and the next report that goes out says how many were suppressed.
+        """
         self.counters[f"problems.{problem_type}"] += 1
+        if not self.problem_limiter.allow(summary):
+            self.counters["problems_suppressed"] += 1
+            return succeed(None)
+        suppressed = self.problem_limiter.take_suppressed(summary)
+        if suppressed:
+            details = f"{details}\n({suppressed} more like this were not reported)"
         event = ProblemEvent(src=self.name, problem_type=problem_type, summary=summary[:500], details=details[:5000])
         d = self.generate_event(event)
         d.addErrback(lambda f: self.log.failure("could not record a problem event", f))
@@ -598,6 +650,7 @@ class Proactor(MultiService):
 
         self.log.info("{name} shutting down: {reason}", name=self.name, reason=reason)
         self.router.stop()
+        self.supervisor.stop()
         if self.running:
             deadline = self.reactor.seconds() + self.settings.shutdown_grace_s
             while self._in_flight() and self.reactor.seconds() < deadline:
@@ -644,6 +697,8 @@ class Proactor(MultiService):
             "outbox": self.outbox.summary() if self.outbox is not None else None,
             "store": self.store.stats(),
             "brokers": {name: _broker_stats(b) for name, b in self.brokers.items()},
+            "supervision": self.supervisor.stats(),
+            "problems": self.problem_limiter.stats(),
         }
 
 

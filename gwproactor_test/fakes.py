@@ -16,7 +16,7 @@ from zope.interface import implementer
 from gwproactor.errors import NotConnectedError, PublishFailed
 from gwproactor.interfaces import IMQTTClient
 
-__all__ = ["FakeBroker", "FakeMQTTClient", "Published", "topic_matches"]
+__all__ = ["FakeBroker", "FakeMQTTClient", "ProactorStub", "Published", "topic_matches"]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -239,3 +239,54 @@ class FakeBroker:
         self._queue.clear()
         for client in self.clients:
             client.disconnect(reason)
+
+
+class ProactorStub:
+    """Defaults for every :class:`~gwproactor.interfaces.IProactor` member, for small test fakes.
+
+    Subclass it, declare ``@implementer(IProactor)``, and override what the test
+    cares about; the rest records calls (``calls``) and returns neutral values.
+    """
+
+    name = "d1.stub"
+    reactor: Any = None
+    codec: Any = None
+
+    def _record(self, what: str, *args: Any) -> None:
+        self.__dict__.setdefault("calls", []).append((what, *args))
+
+    def add_actor(self, actor: Any) -> Any:
+        self._record("add_actor", actor)
+        actor.proactor = self
+        return actor
+
+    def get_actor(self, name: str) -> Any:
+        from gwproactor.errors import UnknownActorError
+
+        raise UnknownActorError(name)
+
+    def send(self, message: Any) -> None:
+        self._record("send", message)
+
+    def send_threadsafe(self, message: Any) -> None:
+        self._record("send_threadsafe", message)
+
+    def generate_event(self, event: Any) -> Deferred:
+        self._record("generate_event", event)
+        return succeed(getattr(event, "message_id", None))
+
+    def report_problem(self, problem_type: str, summary: str, details: str = "") -> Deferred:
+        self._record("report_problem", problem_type, summary, details)
+        return succeed(None)
+
+    def request_shutdown(self, reason: str, exit_code: int = 0) -> None:
+        self._record("request_shutdown", reason, exit_code)
+
+    def link_states(self) -> dict[str, str]:
+        return {}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return True, {"name": self.name, "ok": True, "links": self.link_states()}
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name}

@@ -17,12 +17,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gwproactor.errors import UnknownActorError
+from gwproactor_test.fakes import ProactorStub
 from gwproactor.interfaces import IActor, IProactor
 from gwproactor.web.poller import EMPTY, FAILED, SENT, SKIPPED, STOPPED, TIMEOUT, RestPoller
 
 
 @implementer(IProactor)
-class FakeProactor:
+class FakeProactor(ProactorStub):
     """Records what the poller sends and the problems it reports."""
 
     def __init__(self, reactor: Any) -> None:

@@ -16,13 +16,14 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gwproactor.errors import StoreClosed, StoreFull, UnknownActorError
+from gwproactor_test.fakes import ProactorStub
 from gwproactor.interfaces import IProactor
 from gwproactor.message import Codec, GenericEvent, ProblemEvent
 from gwproactor.web.server import WebService, make_site
 
 
 @implementer(IProactor)
-class FakeProactor:
+class FakeProactor(ProactorStub):
     """The part of the proactor API the web endpoints use; events are 'stored' when the test says so."""
 
     def __init__(self, reactor: Any) -> None:

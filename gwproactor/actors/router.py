@@ -60,6 +60,8 @@ class Router:
     clock: Any
     on_failure: Callable[[Any, Any, Failure], None] = lambda actor, message, failure: None
     stats: RouterStats = attrs.field(factory=RouterStats)
+    supervisor: Any = None
+    """A :class:`~gwproactor.actors.supervision.Supervisor`: messages for an actor it is restarting are held."""
     _actors: dict[str, Any] = attrs.field(factory=dict, init=False)
     _queue: deque = attrs.field(factory=deque, init=False)
     _scheduled: Any = attrs.field(default=None, init=False)
@@ -144,6 +146,8 @@ class Router:
         actor = self._actors.get(dst)
         if actor is None:
             self._dead_letter(message)
+            return
+        if self.supervisor is not None and self.supervisor.hold(message):
             return
         self.stats.delivered += 1
         self.stats.actors[dst].delivered += 1

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from gwproactor.actors.base import Actor
-from gwproactor.errors import GwProactorError
+from gwproactor.errors import ConvertError, GwProactorError, HTTPStatusError  # noqa: F401 (re-exported)
 from gwproactor.ops.problems import RateLimiter, describe
 
 #: Outcomes of one :meth:`RestPoller.poll` (the value its Deferred fires with).
@@ -18,18 +18,6 @@ FAILED = "failed"
 TIMEOUT = "timeout"
 SKIPPED = "skipped"
 STOPPED = "stopped"
-
-
-class HTTPStatusError(GwProactorError):
-    """The polled URL answered with a status outside 2xx."""
-
-    def __init__(self, code: int, url: str) -> None:
-        super().__init__(f"GET {url} answered HTTP {code}")
-        self.code = code
-
-
-class ConvertError(GwProactorError):
-    """The ``convert`` callable raised on a response body."""
 
 
 class RestPoller(Actor):
