@@ -22,6 +22,7 @@ from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
 from gwproactor.logs import LogLevels, level_from_name
 from gwproactor.ops.problems import RateLimiter
+from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
 from gwproactor.message import (
     COMM_EVENT_TYPES,
     Codec,
@@ -157,6 +158,11 @@ class Proactor(MultiService):
         self.upstream: Link | None = None
         self.outbox: Outbox | None = None
         self._build_links(brokers or {})
+        self.systemd: Any = None
+        if notify_socket_from_env():
+            # Not a child service: it starts after every child (READY=1 means everything has
+            # started) and stops first (STOPPING=1 as the shutdown begins).
+            self.systemd = SystemdService(self.reactor, status=link_status(self))
         self.web: Any = None
         if settings.http.enabled:
             from gwproactor.web.server import WebService
@@ -577,6 +583,19 @@ class Proactor(MultiService):
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))
+        if self.systemd is not None:
+            self.systemd.startService()
+
+    def watch(self, name: str, timeout_s: float) -> Any:
+        """A pat callable for something the systemd watchdog should wait on (an actor's main loop ...).
+
+        Call the result at least every ``timeout_s`` seconds; when it stops being
+        called, the watchdog stops patting and systemd restarts the process.
+        Without systemd (no ``NOTIFY_SOCKET``) the pat does nothing.
+        """
+        if self.systemd is not None:
+            return self.systemd.watch(name, timeout_s)
+        return Watch(name, timeout_s, self.reactor)
 
     def stopService(self) -> Deferred:
         """Shut down gracefully (see :meth:`shutdown`); the Deferred fires with the exit code when all has stopped.
@@ -651,6 +670,8 @@ class Proactor(MultiService):
         self.log.info("{name} shutting down: {reason}", name=self.name, reason=reason)
         self.router.stop()
         self.supervisor.stop()
+        if self.systemd is not None and self.systemd.running:
+            self.systemd.stopService()
         if self.running:
             deadline = self.reactor.seconds() + self.settings.shutdown_grace_s
             while self._in_flight() and self.reactor.seconds() < deadline:

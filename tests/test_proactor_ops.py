@@ -176,3 +176,32 @@ def test_no_restart_while_shutting_down() -> None:
     p.shutdown("test")
     assert p.actor_failed(flaky, Failure(RuntimeError("x"))).result == "ignored"
     assert p.counters["actor_restarts"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_systemd_ready_and_stopping(tmp_path: Any, monkeypatch: Any) -> None:
+    """Under systemd (NOTIFY_SOCKET) the proactor sends READY=1 once started and STOPPING=1 when it stops."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    from gwproactor_test.wait import await_for
+
+    received: list[bytes] = []
+
+    class Systemd(DatagramProtocol):
+        def datagramReceived(self, data: bytes, addr: Any) -> None:
+            received.append(data)
+
+    path = str(tmp_path / "notify")
+    port = reactor.listenUNIXDatagram(path, Systemd())
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    p = Proactor(ProactorSettings(long_name="d1.sd", short_name="sd"), reactor=reactor, store=MemoryEventStore(clock=reactor))
+    try:
+        p.startService()
+        await await_for(lambda: any(b"READY=1" in r for r in received), 10, describe=lambda: repr(received))
+        await await_for(lambda: sum(b"WATCHDOG=1" in r for r in received) >= 2, 10, describe=lambda: repr(received))
+        await p.stopService()
+        await await_for(lambda: any(b"STOPPING=1" in r for r in received), 10, describe=lambda: repr(received))
+    finally:
+        await port.stopListening()
