@@ -394,11 +394,13 @@ class Proactor(MultiService):
         event_id = event.message_id
         if self.received_ids.seen(event_id):
             self.counters["duplicates_dropped"] += 1
+            link.stats.duplicates_dropped += 1
             return None
         pending = self._accepting.get(event_id)
         if pending is not None:
             # The same event again while its first copy is being accepted: ack once that is done.
             self.counters["duplicates_dropped"] += 1
+            link.stats.duplicates_dropped += 1
             d: Deferred = Deferred()
             pending.addBoth(lambda r: (d.callback(None), r)[1])
             return d

@@ -68,6 +68,8 @@ class LinkStats:
     publish_failures: int = 0
     """Publishes that failed (not connected, or the connection dropped)."""
     acks_sent: int = 0
+    duplicates_dropped: int = 0
+    """Events from the peer that were accepted before (acked again, not handed to the application)."""
     transitions: int = 0
     dropped_by_instrumentation: int = 0
 
@@ -81,6 +83,7 @@ class LinkStats:
             "decode_errors": self.decode_errors,
             "publish_failures": self.publish_failures,
             "acks_sent": self.acks_sent,
+            "duplicates_dropped": self.duplicates_dropped,
             "transitions": self.transitions,
             "dropped_by_instrumentation": self.dropped_by_instrumentation,
         }
