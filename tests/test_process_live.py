@@ -195,3 +195,35 @@ async def test_kill9_crash_loop_loses_nothing(private_broker: Any, tmp_path: Pat
     assert kills == 20
     assert duplicates == {}, f"{len(duplicates)} events reached the application more than once"
     assert set(expected) <= set(counts)
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_signal_exits_at_once_store_consistent(private_broker: Any, tmp_path: Path) -> None:
+    """A second SIGTERM during the graceful shutdown exits at once (130); the store reopens with nothing corrupt."""
+    import signal
+
+    from twisted.internet import reactor
+
+    store_dir = tmp_path / "store"
+    env = child_env(private_broker, store_dir, tmp_path / "records", rate_hz=500, burst=5)
+    env["GWPT_STOP_DELAY_S"] = "60"  # the first signal's shutdown would take a minute
+    proc = ProactorProcess("gwproactor_test.apps:SlowStopChild", env, tmp_path / "proc", reactor=reactor)
+    try:
+        await proc.start()
+        await await_for(lambda: len(durable_ids(tmp_path / "records")) >= 50, 15, describe=proc.log_tail)
+        exited = proc.wait_exit()
+        proc.signal(signal.SIGTERM)
+        await await_for(lambda: "slow stop" in proc.log_tail(), 10, describe=proc.log_tail)
+        proc.signal(signal.SIGTERM)
+        code = await exited
+        assert code == 130, proc.log_tail()
+    finally:
+        await proc.close()
+    store = FileEventStore.open(str(store_dir), clock=reactor)
+    try:
+        stats = store.stats()
+        assert stats["corrupt_records"] == 0 and stats["corrupt_files"] == 0, store.recovery_report
+        durable = set(durable_ids(tmp_path / "records"))
+        assert durable <= set(store.pending_ids())
+    finally:
+        await store.close()
