@@ -67,7 +67,7 @@ def test_class_defaults() -> None:
     assert TLSSettings() == TLSSettings(ca_file=None, cert_file=None, key_file=None, check_hostname=True)
     link = LinkSettings(peer_long_name="p.q", peer_short_name="a")
     assert (link.broker, link.upstream, link.ack_timeout_s, link.heartbeat_s) == ("default", False, 5.0, 10.0)
-    assert (link.receive_deadline_s, link.window, link.qos) == (30.0, 50, 1)
+    assert (link.receive_deadline_s, link.window, link.qos) == (30.0, 50, 0)
     st = StoreSettings()
     assert (st.directory, st.max_bytes, st.full_policy, st.sync_policy) == (None, 512 * MiB, "drop_oldest", "group")
     assert (st.group_commit_ms, st.segment_bytes, st.received_window) == (10.0, 4 * MiB, 10_000)
