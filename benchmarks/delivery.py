@@ -248,7 +248,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         "benchmark": "delivery",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "reactor": type(reactor).__name__},
-        "settings": {"window": 50, "sync_policy": SYNC, "qos": 1, "event": "gridworks.event.demo.reading (~190 B)"},
+        "settings": {"window": 50, "batch_max": 100, "sync_policy": SYNC, "qos": attrs.fields(LinkSettings).qos.default, "event": "gridworks.event.demo.reading (~190 B)"},
     }
     try:
         only = set(args.only.split(",")) if args.only else {"live", "reupload", "rtt"}
