@@ -16,6 +16,8 @@ from gwproactor_test.certs import TestCerts
 from gwproactor_test.plugin import FaultProxyFactory
 from gwproactor_test.proxy import FaultProxy
 
+from gwproactor_test.wait import await_for  # noqa: E402
+
 pytestmark = pytest.mark.live
 
 
@@ -25,14 +27,9 @@ def _reactor() -> Any:
     return reactor
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` on the reactor until it is true; fail after ``timeout`` seconds."""
-    reactor = _reactor()
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await task.deferLater(reactor, 0.01, lambda: None)
+def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds naming ``what``."""
+    return await_for(predicate, timeout, describe=f"waiting for {what}")
 
 
 async def turns(n: int = 20) -> None:

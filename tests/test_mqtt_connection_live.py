@@ -18,6 +18,8 @@ from gwproactor.interfaces import IBrokerObserver
 from gwproactor.mqtt import Backoff, BrokerConnection, TLSOptions
 from gwproactor_test.broker import PrivateBroker, find_dynsec_plugin
 
+from gwproactor_test.wait import await_for  # noqa: E402
+
 pytestmark = pytest.mark.live
 
 
@@ -27,14 +29,9 @@ def _reactor() -> Any:
     return reactor
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``predicate`` on the reactor until true; fail after ``timeout`` seconds."""
-    reactor = _reactor()
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await task.deferLater(reactor, 0.01, lambda: None)
+def until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds naming ``what``."""
+    return await_for(predicate, timeout, describe=f"waiting for {what}")
 
 
 async def within(d: Deferred, timeout: float = 15.0) -> Any:
