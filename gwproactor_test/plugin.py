@@ -1,7 +1,9 @@
 """pytest plugin of gwproactor_test (registered through the ``pytest11`` entry point).
 
 Fixtures: ``test_certs`` (session), ``private_broker`` (session), ``fresh_broker`` (per test), ``fault_proxy``
-(factory, per test). Live fixtures skip when Mosquitto is missing, or fail if ``GWPROACTOR_REQUIRE_MOSQUITTO=1``.
+(factory, per test), ``pair`` and ``tree`` (live proactors, see :mod:`gwproactor_test.live`), ``clock``. Options
+``--gwp-verbose-child`` / ``--gwp-verbose-parent`` / ``--gwp-verbose=ROLES`` and ``--gwp-log-level`` echo proactor
+logs; a failing test gets each proactor's captured log lines attached to its report. Live fixtures skip when Mosquitto is missing, or fail if ``GWPROACTOR_REQUIRE_MOSQUITTO=1``.
 The ``live`` marker labels tests that talk to a real broker.
 """
 
@@ -111,3 +113,105 @@ def fault_proxy(twisted_greenlet: Any) -> Iterator[FaultProxyFactory]:
     yield make
     for proxy in proxies:
         _blockon(proxy.stop())
+
+
+# --- live pairs and trees (gwproactor_test.live) ---------------------------------------------------------
+
+_ALL_ROLES = ("child", "parent", "scada2", "scada1", "atn")
+_LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options for verbose proactor logs in live tests."""
+    group = parser.getgroup("gwproactor", "gwproactor live tests")
+    group.addoption("--gwp-verbose-child", action="store_true", default=False,
+                    help="echo the child's log lines (pairs) to stderr as they happen")
+    group.addoption("--gwp-verbose-parent", action="store_true", default=False,
+                    help="echo the parent's log lines (pairs) to stderr as they happen")
+    group.addoption("--gwp-verbose", action="append", default=[], metavar="ROLES",
+                    help="echo the log lines of these roles (comma separated: child, parent, scada2, scada1, atn, all)")
+    group.addoption("--gwp-log-level", default="info", choices=_LOG_LEVELS,
+                    help="lowest level echoed by the --gwp-verbose* options (default: info)")
+
+
+def verbose_roles(config: pytest.Config) -> frozenset[str]:
+    """The roles whose log lines are echoed, from the command-line options."""
+    roles: set[str] = set()
+    if config.getoption("--gwp-verbose-child", default=False):
+        roles.add("child")
+    if config.getoption("--gwp-verbose-parent", default=False):
+        roles.add("parent")
+    for value in config.getoption("--gwp-verbose", default=[]) or []:
+        for role in value.split(","):
+            role = role.strip()
+            if role == "all":
+                roles.update(_ALL_ROLES)
+            elif role:
+                roles.add(role)
+    return frozenset(roles)
+
+
+def verbose_level(config: pytest.Config) -> Any:
+    """The :class:`~twisted.logger.LogLevel` from ``--gwp-log-level``."""
+    from twisted.logger import LogLevel
+
+    return LogLevel.levelWithName(config.getoption("--gwp-log-level", default="info") or "info")
+
+
+@pytest.fixture
+def clock() -> Any:
+    """A fresh :class:`twisted.internet.task.Clock` for unit tests."""
+    from twisted.internet.task import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+def pair(
+    twisted_greenlet: Any, private_broker: PrivateBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A :class:`~gwproactor_test.live.LivePair` of the dummy classes on the session broker (not started).
+
+    Start it with ``await pair.start()`` (or ``start_child()`` / ``start_parent()``); it is stopped after the test.
+    """
+    from gwproactor_test.live import LivePair
+
+    live = LivePair(private_broker, tmp_path / "pair", verbose=verbose_roles(request.config),
+                    verbose_level=verbose_level(request.config), reactor=_reactor())
+    yield live
+    _blockon(live.stop())
+
+
+@pytest.fixture
+def tree(
+    twisted_greenlet: Any, private_broker: PrivateBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A :class:`~gwproactor_test.live.LiveTree` (scada2 → scada1 → atn) of the dummies (not started); stopped after."""
+    from gwproactor_test.live import LiveTree
+
+    live = LiveTree(private_broker, tmp_path / "tree", verbose=verbose_roles(request.config),
+                    verbose_level=verbose_level(request.config), reactor=_reactor())
+    yield live
+    _blockon(live.stop())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Forget the pairs/trees of the previous test."""
+    from gwproactor_test.live import forget_live
+
+    forget_live()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """On a failed setup or call, attach the captured log lines of every proactor the test built."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when in ("setup", "call") and report.failed:
+        from gwproactor_test.live import LIVE
+
+        for number, live in enumerate(LIVE):
+            prefix = f"{type(live).__name__}{'' if len(LIVE) == 1 else f' {number}'}"
+            for role, text in live.log_text().items():
+                report.sections.append((f"gwproactor log: {prefix} {role}", text or "(nothing logged)"))
