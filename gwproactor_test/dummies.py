@@ -124,6 +124,7 @@ def test_settings(
 
     :param links: ``{link name: (peer long name, peer short name, upstream)}``.
     :param link_overrides: :class:`~gwproactor.config.LinkSettings` fields applied to every link.
+
     The store syncs with policy ``never``: tests stop proactors cleanly, and fsync would only slow them.
     """
     overrides = dict(link_overrides or {})

@@ -245,6 +245,7 @@ class LivePair(LiveNodes):
     :param parent_settings: idem for the parent.
     :param child_link: the child's link to the parent (default ``"parent"``).
     :param parent_link: the parent's link to the child (default ``"child"``).
+
     Other keywords go to :class:`LiveNodes` (``tls``, ``endpoints``, ``link_overrides``, ``verbose``, ``reactor``).
     """
 
