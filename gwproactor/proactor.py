@@ -217,7 +217,8 @@ class Proactor(MultiService):
             if ls.broker not in self.brokers:
                 self.brokers[ls.broker] = broker
                 if isinstance(broker, Service):
-                    broker.setName(f"broker:{ls.broker}") if broker.name is None else None
+                    if broker.name is None:
+                        broker.setName(f"broker:{ls.broker}")
                     self.addService(broker)
             link = Link(
                 link_name,

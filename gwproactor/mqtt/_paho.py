@@ -24,7 +24,7 @@ widening the pin):
   followed by a flush (``want_write()`` / ``loop_write()``) and the dispatch of
   the recorded events, so user code never runs while paho holds its locks.
 * ``_sockpairR`` / ``_sockpairW`` (paho's self-wake socketpair) are created only
-  by ``loop()`` / ``loop_start()``, which we never call: no socketpair and no
+  by paho's own loop methods (``loop``, ``loop_start``), which we never call: no socketpair and no
   file descriptor per connection (a test checks this).
 * ``loop_read()`` ignores its ``max_packets`` argument and reads at most
   ``len(_out_messages) + len(_in_messages)`` (>= 1) packets per call, so
