@@ -15,18 +15,19 @@ from zope.interface import implementer
 
 from gwproactor.actors.router import Router
 from gwproactor.actors.supervision import RestartPolicy, Supervisor
-from gwproactor.config import BrokerSettings, ProactorSettings
+from gwproactor.config import ProactorSettings
 from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLinkError
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
+from gwproactor.links.inbox import Inbox
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
+from gwproactor.mqtt.settings import make_broker
 from gwproactor.logs import LogLevels, level_from_name
 from gwproactor.ops.problems import RateLimiter
 from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
 from gwproactor.message import (
     COMM_EVENT_TYPES,
     Codec,
-    DBGEvent,
     DBGPayload,
     Event,
     EventBatch,
@@ -37,42 +38,13 @@ from gwproactor.message import (
 
 T = TypeVar("T")
 
-__all__ = ["Proactor", "make_broker"]
+__all__ = ["Proactor"]
 
 
 def _default_reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
-
-
-def make_broker(name: str, settings: BrokerSettings, reactor: Any) -> Any:
-    """Build a :class:`~gwproactor.mqtt.connection.BrokerConnection` from :class:`~gwproactor.config.BrokerSettings`."""
-    from gwproactor.mqtt.backoff import Backoff
-    from gwproactor.mqtt.connection import BrokerConnection, TLSOptions
-
-    common: dict[str, Any] = dict(
-        name=name,
-        reactor=reactor,
-        username=settings.username,
-        password=settings.password,
-        client_id=settings.client_id,
-        keepalive=settings.keepalive_s,
-        backoff=Backoff(initial=settings.backoff_initial_s, cap=settings.backoff_cap_s),
-        connect_timeout=settings.connect_timeout_s,
-    )
-    if settings.endpoint:
-        return BrokerConnection(endpoint=settings.endpoint, **common)
-    tls = None
-    if settings.tls is not None:
-        t = settings.tls
-        tls = TLSOptions(
-            ca_file=str(t.ca_file) if t.ca_file else None,
-            cert_file=str(t.cert_file) if t.cert_file else None,
-            key_file=str(t.key_file) if t.key_file else None,
-            check_hostname=t.check_hostname,
-        )
-    return BrokerConnection(host=settings.host, port=settings.port, tls=tls, **common)
 
 
 @implementer(IProactor, ILinkListener)
@@ -140,7 +112,7 @@ class Proactor(MultiService):
         self.apply_log_settings()
         self.event_counts: Counter = Counter()
         self.counters: Counter = Counter()
-        self._accepting: dict[str, Deferred] = {}
+        self.inbox = Inbox(self)
         self.exit_code = 0
         self.shutdown_reason: str | None = None
         self._shutdown: Deferred | None = None
@@ -373,11 +345,11 @@ class Proactor(MultiService):
         """Accept a message from a peer: events are deduplicated, stored or handled; others go to :meth:`handle_message`."""
         payload = message.payload
         if isinstance(payload, Event):
-            return self._accept_event(link, payload)
+            return self.inbox.accept_event(link, payload)
         if isinstance(payload, EventBatch):
-            return self._accept_batch(link, payload)
+            return self.inbox.accept_batch(link, payload)
         if isinstance(payload, DBGPayload):
-            return self._handle_dbg(link, message)
+            return self.inbox.handle_dbg(link, message)
         self.counters["messages_received"] += 1
         return self.handle_message(link, message)
 
@@ -390,83 +362,6 @@ class Proactor(MultiService):
         """A link reported a problem: counted and turned into a problem event."""
         self.counters[f"link_problems.{link.link_name}"] += 1
         self.report_problem(problem_type, summary, details)
-
-    def _accept_event(self, link: Link, event: Any) -> Any:
-        event_id = event.message_id
-        if self.received_ids.seen(event_id):
-            self.counters["duplicates_dropped"] += 1
-            link.stats.duplicates_dropped += 1
-            return None
-        pending = self._accepting.get(event_id)
-        if pending is not None:
-            # The same event again while its first copy is being accepted: ack once that is done.
-            self.counters["duplicates_dropped"] += 1
-            link.stats.duplicates_dropped += 1
-            d: Deferred = Deferred()
-            pending.addBoth(lambda r: (d.callback(None), r)[1])
-            return d
-        if self.upstream is not None and link is not self.upstream:
-            accepted = self._store_event(event).addCallback(lambda _: self._call_handle_event(link, event))
-        else:
-            accepted = maybeDeferred(self.handle_event, link, event)
-        self._accepting[event_id] = accepted
-
-        def done(result: Any) -> Any:
-            self._accepting.pop(event_id, None)
-            if not isinstance(result, Failure):
-                self.received_ids.remember(event_id)
-                self.counters["events_received"] += 1
-            return result
-
-        return accepted.addBoth(done)
-
-    def _accept_batch(self, link: Link, batch: Any) -> Deferred:
-        """Accept every event of a batch; the batch is acked once all are accepted."""
-        from twisted.internet.defer import gatherResults
-
-        self.counters["batches_received"] += 1
-        accepted = []
-        for n, obj in enumerate(batch.events):
-            try:
-                event = self.codec.payload_from_dict(obj, path=f"Payload.Events[{n}]")
-                if not isinstance(event, Event):
-                    raise DecodeError(f"Payload.Events[{n}]: {type(event).__name__} is not an event")
-            except DecodeError as e:
-                # Acking the batch drops this event: it can never be decoded, so re-sending would not help.
-                self.counters["undecodable_batch_events"] += 1
-                self.report_problem("error", f"undecodable event in a batch from link {link.link_name}", f"{e}: {str(obj)[:1000]}")
-                continue
-            d = maybeDeferred(self._accept_event, link, event)
-            accepted.append(d)
-        return gatherResults(accepted, consumeErrors=True)
-
-    def _handle_dbg(self, link: Link, message: Any) -> Deferred:
-        """A remote debug request (4.x ``gridworks.proactor.dbg``): change log levels, record a DBG event."""
-        dbg = message.payload
-        changed = self.log_levels.apply_python_levels(dbg.levels)
-        self.counters["dbg_requests"] += 1
-        self.log.info(
-            "DBG from {link_name}: levels {changed}, command {command}",
-            link_name=link.link_name,
-            changed=changed,
-            command=dbg.command,
-        )
-        summary = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "no level changed"
-        if dbg.command:
-            summary += f"; command {dbg.command!r} is not supported"
-        event = DBGEvent(
-            src=self.name,
-            command=self.codec.payload_to_dict(dbg),
-            path=f"{link.link_name}",
-            count=self.counters["dbg_requests"],
-            msg=summary,
-        )
-        return self.generate_event(event)
-
-    def _call_handle_event(self, link: Link, event: Any) -> None:
-        # Forwarded events are already durable: a failing application hook must not un-accept them.
-        d = maybeDeferred(self.handle_event, link, event)
-        d.addErrback(lambda f: self.log.failure("handle_event failed for forwarded event {event_id}", f, event_id=event.message_id))
 
     # --- hooks for applications ----------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel

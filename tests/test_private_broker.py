@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, task
+from twisted.internet import protocol
 from twisted.internet.endpoints import clientFromString
 
 from gwproactor.errors import GwProactorError

@@ -9,7 +9,7 @@ comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import Service

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Union
 
 import attrs
 
-from gwproactor.errors import DecodeError, DuplicateTypeNameError, GwProactorError, RegistryError, UnknownTypeError
+from gwproactor.errors import DecodeError, DuplicateTypeNameError, RegistryError, UnknownTypeError
 
 #: attrs metadata key: the field's JSON name (default: snake_case → CamelCase).
 JSON_NAME = "gw.json_name"

@@ -26,7 +26,6 @@ from gwproactor.errors import (
     ConfigError,
     ConnectionRefusedByBroker,
     InvalidTopic,
-    MQTTError,
     NotConnectedError,
     PublishFailed,
 )

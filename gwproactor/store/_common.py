@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from gwproactor.errors import StoreError, StoreLocked, StoreWriteError  # noqa: F401 (re-exported)
+from gwproactor.errors import StoreError, StoreLocked, StoreWriteError  # noqa: F401  (re-exported)
 
 SYNC_POLICIES = ("always", "group", "never")
 FULL_POLICIES = ("drop_oldest", "reject_new")

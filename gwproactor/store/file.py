@@ -27,7 +27,6 @@ import fcntl
 import json
 import os
 import stat
-from collections import OrderedDict
 from typing import Any
 from collections.abc import Callable
 

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from gwproactor.actors.base import Actor
-from gwproactor.errors import ConvertError, GwProactorError, HTTPStatusError  # noqa: F401 (re-exported)
+from gwproactor.errors import ConvertError, HTTPStatusError  # noqa: F401 (re-exported)
 from gwproactor.ops.problems import RateLimiter, describe
 
 #: Outcomes of one :meth:`RestPoller.poll` (the value its Deferred fires with).
