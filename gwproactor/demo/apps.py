@@ -89,7 +89,7 @@ class _StatusMixin:
         self._status_loop = LoopingCall(self.write_status)
         self._status_loop.clock = self.reactor
         if self.settings.demo.status_file:
-            self._status_loop.start(1.0, now=True).addErrback(lambda f: None)
+            self._status_loop.start(1.0, now=True).addErrback(lambda f: self.log.failure("demo status writer failed", f))
 
     def _stop_status(self) -> None:
         if self._status_loop.running:
