@@ -210,6 +210,12 @@ class _SuiteMixin:
             lambda: f"missing {len(wanted - set(proactor.handled_ids))}\n" + describe_proactors(proactor, *others),
         )
 
+    async def assert_delivered_once(self, nodes: Any, proactor: Any, ids: list[str], others: tuple[Any, ...]) -> None:
+        """``ids`` reach ``proactor``'s application, ``nodes`` (a pair or tree) settle, and each id arrived once."""
+        await self.wait_handled(proactor, ids, others)
+        await nodes.wait_quiescent(self.wait_s)
+        self.assert_once(proactor, ids)
+
     def assert_once(self, proactor: Any, ids: list[str]) -> None:
         """Each id in ``ids`` reached ``proactor``'s application exactly once."""
         counts = Counter(i for i in proactor.handled_ids if i in set(ids))
@@ -302,9 +308,7 @@ class BasicCommSuite(LiveSuite):
         """Events generated on the child reach the parent's application exactly once and leave the child's store."""
         pair = await self.active_pair()
         ids = await self.generate(pair.child, 25)
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
         assert pair.child.store.pending_ids() == []
         assert pair.child.counts.acked[self.child_link][ProblemEvent.TYPE_NAME] >= 25
 
@@ -346,9 +350,7 @@ class AckTimeoutSuite(LiveSuite):
         pair.parent.hold_acks(self.parent_link, False)
         pair.parent.release_acks(self.parent_link)
         await wait_link_state(pair.child, self.child_link, "active", self.wait_s, others=(pair.parent,))
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
 
 class LivenessSuite(LiveSuite):
@@ -388,9 +390,7 @@ class LivenessSuite(LiveSuite):
             await wait_link_state(pair.child, self.child_link, "active", self.wait_s, others=(pair.parent,))
         finally:
             loop.stop()
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
     async def test_half_open_parent_detected(self) -> None:
         """A parent whose connection goes half-open (fault proxy) takes the child out of active within the receive
@@ -419,9 +419,7 @@ class LivenessSuite(LiveSuite):
             await wait_link_state(pair.child, self.child_link, "active", self.wait_s, others=(pair.parent,))
         finally:
             loop.stop()
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
 
 class DeliverySuite(LiveSuite):
@@ -434,9 +432,7 @@ class DeliverySuite(LiveSuite):
         ids = await self.generate(pair.child, 30)
         assert set(ids) <= set(pair.child.store.pending_ids())
         await pair.start_parent()
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
     async def test_child_restart_keeps_backlog(self) -> None:
         """A child restarted on the same store still delivers what it stored while the parent was away."""
@@ -446,9 +442,7 @@ class DeliverySuite(LiveSuite):
         await pair.restart_child()
         assert set(ids) <= set(pair.child.store.pending_ids())
         await pair.start_parent()
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
     async def test_broker_restart_mid_stream(self) -> None:
         """Events streamed across a broker restart all reach the parent's application exactly once."""
@@ -459,9 +453,7 @@ class DeliverySuite(LiveSuite):
         await restarted
         ids += await self.generate(pair.child, 10, start=20)
         await pair.wait_active(self.wait_s)
-        await self.wait_handled(pair.parent, ids, (pair.child,))
-        await pair.wait_quiescent(self.wait_s)
-        self.assert_once(pair.parent, ids)
+        await self.assert_delivered_once(pair, pair.parent, ids, (pair.child,))
 
 
 class TreeSuite(LiveSuite):
@@ -473,9 +465,7 @@ class TreeSuite(LiveSuite):
         await tree.start()
         await tree.wait_active(self.wait_s)
         ids = await self.generate(tree.scada2, 15)
-        await self.wait_handled(tree.atn, ids, (tree.scada1, tree.scada2))
-        await tree.wait_quiescent(self.wait_s)
-        self.assert_once(tree.atn, ids)
+        await self.assert_delivered_once(tree, tree.atn, ids, (tree.scada1, tree.scada2))
         assert tree.scada1.counts.stored["scada2"][ProblemEvent.TYPE_NAME] >= 15
 
 
