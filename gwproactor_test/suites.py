@@ -228,7 +228,12 @@ if RUNNER == "pytest":
     import pytest
 
     class LiveSuite(_SuiteMixin):
-        """Base of the suites under pytest: plain classes; ``async def test_*`` methods run on pytest-twisted."""
+        """Base of the suites under pytest: plain classes; ``async def test_*`` methods run on pytest-twisted.
+
+        Every suite test carries the ``live`` marker (``pytest -m live`` selects them, ``-m "not live"`` skips them).
+        """
+
+        pytestmark = [pytest.mark.live]
 
         def __init_subclass__(cls, **kwargs: Any) -> None:
             super().__init_subclass__(**kwargs)
