@@ -256,10 +256,14 @@ class Outbox:
                 self.deactivated()
 
     def _skipped(self, event_id: str) -> None:
+        # The event left the store without our ack (dropped by the full policy, or acked late):
+        # forget its resend bookkeeping too, or _sent_before would grow with every such event.
+        self._sent_before.discard(event_id)
         if event_id == self._backlog_last:
             self._backlog_last = None
 
     def _set_aside(self, event_id: str, reason: str) -> None:
+        self._skipped(event_id)
         self.stats.set_aside += 1
         self.store.set_aside(event_id, reason)
         self.log.error("stored event {event_id} set aside: {reason}", event_id=event_id, reason=reason)
