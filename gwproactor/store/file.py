@@ -337,14 +337,17 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         """Return the pending ids, oldest first."""
         return list(self._index)
 
-    def read(self, event_id: str) -> bytes:
-        """Read a pending event's payload from disk; raise EventNotFound / CorruptRecord / StoreClosed."""
+    def _locate(self, event_id: str) -> tuple:
+        """``(entry, segment)`` of a pending event; raise StoreClosed / EventNotFound."""
         self._check_open()
         entry = self._index.get(event_id)
         if entry is None:
             raise EventNotFound(f"no pending event {event_id!r}")
-        number, offset, size, _ = entry
-        seg = self._segments[number]
+        return entry, self._segments[entry[0]]
+
+    def read(self, event_id: str) -> bytes:
+        """Read a pending event's payload from disk; raise EventNotFound / CorruptRecord / StoreClosed."""
+        (_, offset, size, _), seg = self._locate(event_id)
         try:
             raw = os.pread(self._read_fd(seg), size, offset)
         except OSError as e:
@@ -370,12 +373,8 @@ class FileEventStore(BoundedStore, RecoveryMixin):
 
         :raises EventNotFound: if ``event_id`` is not pending.
         """
-        self._check_open()
-        entry = self._index.get(event_id)
-        if entry is None:
-            raise EventNotFound(f"no pending event {event_id!r}")
-        number, offset, size, t = entry
-        seg = self._segments[number]
+        entry, seg = self._locate(event_id)
+        _, offset, size, t = entry
         try:
             raw = os.pread(self._read_fd(seg), size, offset)
         except OSError as e:
