@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import functools
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gwproactor.store import _format
 from gwproactor.store._scan import (
@@ -144,12 +145,23 @@ def _check_directory(directory: str) -> str | None:
 # --- commands ------------------------------------------------------------------
 
 
+def _store_command(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Exit with status 2 and a message when ``args.directory`` is not a store directory, else run ``command``."""
+
+    @functools.wraps(command)
+    def checked(args: argparse.Namespace) -> int:
+        error = _check_directory(args.directory)
+        if error:
+            print(error, file=sys.stderr)
+            return 2
+        return command(args)
+
+    return checked
+
+
+@_store_command
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print counts, bytes, oldest/newest pending and per-type counts of the store in ``args.directory``."""
-    error = _check_directory(args.directory)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
     progress = _Progress(args)
     problems: list[str] = []
     types: Counter = Counter()
@@ -207,12 +219,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+@_store_command
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check every record of the store in ``args.directory``; exit status 1 if anything is corrupt."""
-    error = _check_directory(args.directory)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
     progress = _Progress(args)
     problems: list[str] = []
     records = 0
@@ -232,12 +241,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+@_store_command
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the pending events of ``args.directory`` to stdout as JSON lines, oldest first."""
-    error = _check_directory(args.directory)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
     progress = _Progress(args)
     problems: list[str] = []
     out = sys.stdout
