@@ -74,19 +74,8 @@ class LinkStats:
     dropped_by_instrumentation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return {
-            "messages_in": dict(self.messages_in),
-            "messages_out": dict(self.messages_out),
-            "comm_events": dict(self.comm_events),
-            "rejected": self.rejected,
-            "decode_errors": self.decode_errors,
-            "publish_failures": self.publish_failures,
-            "acks_sent": self.acks_sent,
-            "duplicates_dropped": self.duplicates_dropped,
-            "transitions": self.transitions,
-            "dropped_by_instrumentation": self.dropped_by_instrumentation,
-        }
+        """A JSON-ready copy (the counters become plain dicts)."""
+        return attrs.asdict(self)
 
 
 @attrs.define(eq=False)
