@@ -132,8 +132,13 @@ class AckTracker:
         return message_id in self._in_flight
 
     @property
+    def last_rtt(self) -> float | None:
+        """The round-trip time of the latest ack that came in time, in seconds (cheap: no percentiles)."""
+        return self._rtt_last
+
+    @property
     def rtt(self) -> RttStats:
-        """Round-trip time statistics (see :class:`RttStats`)."""
+        """Round-trip time statistics (see :class:`RttStats`); sorts the sample window, so not per message."""
         if not self._samples:
             return RttStats(count=self._rtt_count, last=self._rtt_last, p50=None, p99=None)
         ordered = sorted(self._samples)

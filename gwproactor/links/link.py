@@ -332,7 +332,7 @@ class Link(Service):
             in_time = self.acks.is_expected(message_id)
             self.acks.acked(message_id)
             try:
-                self.listener.link_acked(self, message_id, self.acks.rtt.last if in_time else None)
+                self.listener.link_acked(self, message_id, self.acks.last_rtt if in_time else None)
             except BaseException:
                 self.log.failure("link listener failed on an ack on {link_name}", link_name=self.link_name)
             return
