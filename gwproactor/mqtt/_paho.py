@@ -43,6 +43,7 @@ import paho.mqtt
 from paho.mqtt import client as paho_client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
@@ -141,6 +142,17 @@ class TopicFilters:
     def match(self, topic: str) -> list[Any]:
         """Return the values of every filter that matches ``topic``."""
         return list(self._matcher.iter_match(topic))
+
+
+def _socket_descriptor(transport: Any) -> FileDescriptor | None:
+    """The reactor's file descriptor under ``transport`` (through TLS and other wrappers), if any."""
+    for _ in range(8):
+        if transport is None:
+            return None
+        if isinstance(transport, FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 def _set_no_delay(transport: Any) -> None:
@@ -278,6 +290,9 @@ class PahoProtocol(Protocol):
         self._closing_cleanly = False
         self._close_reason: str | None = None
         self._lost = False
+        self._descriptor: FileDescriptor | None = None
+        self._in_data = False
+        self._unpushed = False
 
     # -- state -----------------------------------------------------------------
     @property
@@ -293,6 +308,7 @@ class PahoProtocol(Protocol):
     # -- Twisted side ------------------------------------------------------------
     def connectionMade(self) -> None:
         _set_no_delay(self.transport)
+        self._descriptor = _socket_descriptor(self.transport)
         self._socket = _MemorySocket(self._write, self._paho_closed_socket)
         client = _TwistedPahoClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -329,17 +345,23 @@ class PahoProtocol(Protocol):
         if sock is None or client is None or sock.closed:
             return
         sock.feed(data)
+        self._in_data = True
         try:
-            # loop_read reads a bounded number of packets per call: drain everything.
-            while sock.pending() and not sock.closed:
-                if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
-            sock.compact()
-            self._flush()
-        except Exception:
-            log.failure("paho failed on data from {broker}; dropping the connection", broker=self._broker_label)
-            self.abort("internal error while decoding MQTT data")
-        self._dispatch()
+            try:
+                # loop_read reads a bounded number of packets per call: drain everything.
+                while sock.pending() and not sock.closed:
+                    if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+                sock.compact()
+                self._flush()
+            except Exception:
+                log.failure("paho failed on data from {broker}; dropping the connection", broker=self._broker_label)
+                self.abort("internal error while decoding MQTT data")
+            self._dispatch()
+        finally:
+            self._in_data = False
+        # What handling this data wrote (acks, replies) goes out now, in one send.
+        self._push()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._lost:
@@ -419,6 +441,8 @@ class PahoProtocol(Protocol):
         finally:
             self._flush()
             self._dispatch()
+            if not self._in_data:
+                self._push()
 
     def _flush(self) -> None:
         client = self._client
@@ -428,6 +452,27 @@ class PahoProtocol(Protocol):
     def _write(self, data: bytes) -> None:
         self._stats["bytes_out"] += len(data)
         self.transport.write(data)
+        self._unpushed = True
+
+    def _push(self) -> None:
+        """Hand what was written to the kernel now instead of on the reactor's next turn.
+
+        ``transport.write`` only buffers: the socket is written when the reactor next
+        polls, after the rest of the current turn (timers, other descriptors, a
+        group fsync).  A lone ack or event would wait for all of that, so after a
+        command from the owner, and after handling a chunk of received data, the
+        socket's ``doWrite`` (:class:`~twisted.internet.interfaces.IWriteDescriptor`)
+        is called once.  What does not fit stays buffered for the reactor; an
+        error is left for the reactor's own ``doWrite``, which reports it as the
+        loss of the connection.
+        """
+        if not self._unpushed:
+            return
+        self._unpushed = False
+        descriptor = self._descriptor
+        if descriptor is None or self._lost or not descriptor.connected or descriptor.disconnecting:
+            return
+        descriptor.doWrite()
 
     def _paho_closed_socket(self) -> None:
         # paho dropped the connection (keepalive, protocol error, refused CONNACK, DISCONNECT sent).

@@ -1,0 +1,109 @@
+"""The paho adapter hands each write to the kernel at once instead of on the reactor's next turn."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.testing import StringTransport
+
+from gwproactor.mqtt._paho import PahoProtocol, _socket_descriptor
+from gwproactor_test.wait import await_for
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.protocol: PahoProtocol | None = None
+        self.messages: list[tuple[str, bytes]] = []
+
+    def mqtt_connack(self, session: Any, code: int, reason: str) -> None:
+        pass
+
+    def mqtt_suback(self, session: Any, mid: int, codes: list[int]) -> None:
+        pass
+
+    def mqtt_published(self, session: Any, mid: int) -> None:
+        pass
+
+    def mqtt_message(self, session: Any, topic: str, payload: bytes) -> None:
+        # Reply from inside dataReceived, as a link acks an event.
+        self.messages.append((topic, payload))
+        session.publish("reply/" + topic, b"re:" + payload, 0)
+
+    def mqtt_lost(self, session: Any, reason: str) -> None:
+        pass
+
+
+def recv_now(conn: socket.socket) -> bytes:
+    """What the kernel holds for ``conn`` right now, without waiting (b"" if nothing)."""
+    try:
+        return conn.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def publish_frame(topic: str, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    return bytes([0x30, len(body)]) + body
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_reach_the_socket_before_control_returns_to_the_reactor() -> None:
+    """CONNECT, a publish, and a reply written while handling received data are in the kernel at once."""
+    from twisted.internet import reactor
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    listener = Listener()
+    protocol = PahoProtocol(listener=listener, clock=reactor, client_id="push-test", keepalive=60)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
+    conn, _ = server.accept()  # the handshake is complete: accept does not block
+    try:
+        assert recv_now(conn)[:1] == b"\x10", "CONNECT was sent from connectionMade"
+        conn.sendall(CONNACK_OK)
+        await await_for(lambda: protocol.connacked, 5)
+
+        protocol.publish("t/a", b"hello", 0)
+        assert recv_now(conn) == publish_frame("t/a", b"hello"), "the PUBLISH is in the kernel when publish returns"
+
+        # Data handed in by the reactor: the reply is sent before dataReceived returns.
+        protocol.dataReceived(publish_frame("t/b", b"ping"))
+        assert listener.messages == [("t/b", b"ping")]
+        assert recv_now(conn) == publish_frame("reply/t/b", b"re:ping")
+    finally:
+        protocol.transport.abortConnection()
+        conn.close()
+        server.close()
+
+
+def test_socket_descriptor_unwraps_and_tolerates_memory_transports() -> None:
+    """The descriptor is found through wrappers (TLS); a memory transport has none, and writes still work."""
+    from twisted.internet import abstract
+
+    descriptor = abstract.FileDescriptor.__new__(abstract.FileDescriptor)
+
+    class Wrapper:
+        def __init__(self, transport: Any) -> None:
+            self.transport = transport
+
+    assert _socket_descriptor(Wrapper(Wrapper(descriptor))) is descriptor
+    assert _socket_descriptor(StringTransport()) is None
+    assert _socket_descriptor(None) is None
+
+    transport = StringTransport()
+    protocol = PahoProtocol(listener=Listener(), clock=reactor_clock(), client_id="x", keepalive=60)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(CONNACK_OK)
+    protocol.publish("t/a", b"x", 0)
+    assert transport.value().endswith(publish_frame("t/a", b"x"))
+
+
+def reactor_clock() -> Any:
+    from twisted.internet.task import Clock
+
+    return Clock()
