@@ -254,6 +254,9 @@ class StoreSettings(_Settings):
     full_policy: FullPolicy = attrs.field(default="drop_oldest", validator=_choices(*typing.get_args(FullPolicy)))
     sync_policy: SyncPolicy = attrs.field(default="group", validator=_choices(*typing.get_args(SyncPolicy)))
     group_commit_ms: float = attrs.field(default=10.0, validator=_positive)
+    #: Run fsync in a thread of the store's own so the reactor never waits for the disk (only the fsync
+    #: moves; writes stay on the reactor).  Ignored when the reactor runs no threads (a test ``Clock``).
+    fsync_in_thread: bool = True
     segment_bytes: int = attrs.field(default=4 * MiB, validator=_within_max_bytes, metadata={_BYTES: True})
     #: How many recently accepted event ids the receiving side remembers to drop duplicates.
     received_window: int = attrs.field(default=10_000, validator=_positive)

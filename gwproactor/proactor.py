@@ -8,6 +8,7 @@ from typing import Any, Callable, TypeVar
 from twisted.application.service import MultiService, Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
@@ -176,6 +177,7 @@ class Proactor(MultiService):
             full_policy=s.full_policy,
             on_problem=self._store_problem,
             received_window=s.received_window,
+            fsync_in_thread=s.fsync_in_thread and IReactorFromThreads.providedBy(self.reactor),
         )
 
     def _build_links(self, brokers: dict[str, Any]) -> None:

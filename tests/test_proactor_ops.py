@@ -205,3 +205,21 @@ async def test_systemd_ready_and_stopping(tmp_path: Any, monkeypatch: Any) -> No
         await await_for(lambda: any(b"STOPPING=1" in r for r in received), 10, describe=lambda: repr(received))
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_fsyncs_in_its_own_thread_by_default(tmp_path) -> None:
+    """On a real reactor the proactor's store fsyncs in its thread; with fsync_in_thread off, or on a Clock, inline."""
+    from twisted.internet import reactor
+
+    from gwproactor.config import StoreSettings
+
+    for setting, reactor_, threaded in ((True, reactor, True), (False, reactor, False), (True, Clock(), False)):
+        directory = tmp_path / f"{setting}-{type(reactor_).__name__}"
+        p = Proactor(
+            ProactorSettings(long_name="d1.ops", short_name="o",
+                             store=StoreSettings(directory=directory, fsync_in_thread=setting)),
+            reactor=reactor_,
+        )
+        assert (p.store._fsync_thread is not None) is threaded, (setting, reactor_)
+        await p.store.close()

@@ -403,16 +403,101 @@ def test_runner_fsync_error_fails_the_batch(tmp_path, clock):
     value(s.close())
 
 
+def test_received_ids_are_synced_by_the_store_commit(tmp_path, clock):
+    """A remembered id starts no fsync of its own: the store's next commit (its batch) syncs received.log."""
+    fs = FsyncCounter()
+    runner = ManualRunner()
+    s = open_store(tmp_path, clock, sync="group", fsync=fs, fsync_runner=runner)
+    s.received.remember("r1")
+    assert s.received.dirty and fs.calls == 0
+    clock.advance(0.01)
+    assert len(runner.batches) == 1 and fs.calls == 0, "the reactor thread did not fsync"
+    runner.run_next()
+    assert fs.calls == 1 and not s.received.dirty
+    assert s.received.stats()["fsyncs"] == 1 and s.stats()["fsyncs"] == 0
+    # An append and an id in the same group share one batch.
+    a = fired(s.append("a", b"x"))
+    s.received.remember("r2")
+    clock.advance(0.01)
+    assert len(runner.batches) == 1
+    runner.run_next()
+    # 4 = the new segment's directory entry (on the reactor, once per segment) + received.log + the
+    # segment in the batch + received.log before.
+    assert a == ["a"] and fs.calls == 4 and s.stats()["fsyncs"] == 2 and s.received.stats()["fsyncs"] == 2
+    assert clock.getDelayedCalls() == []
+    value(s.close())
+
+
+def test_received_ids_fsync_failure_is_reported_not_fatal(tmp_path, clock):
+    """A failed fsync of received.log is reported and retried with the next id; the appends of the batch succeed."""
+
+    problems: list = []
+    state = {"fail_received": True}
+    received_fd: list = []
+
+    def fsync(fd):
+        if state["fail_received"] and os.path.samestat(os.fstat(fd), os.stat(tmp_path / "received.log")):
+            raise OSError(5, "Input/output error")
+        received_fd.append(fd)
+
+    runner = ManualRunner()
+    s = open_store(tmp_path, clock, sync="group", fsync=fsync, fsync_runner=runner,
+                   on_problem=lambda summary, details: problems.append(summary))
+    a = fired(s.append("a", b"x"))
+    s.received.remember("r1")
+    clock.advance(0.01)
+    runner.run_next()
+    assert a == ["a"]
+    assert problems == ["received-id window fsync failed"] and s.received.dirty
+    assert s.stats()["write_errors"] == 0
+    state["fail_received"] = False
+    s.received.remember("r2")
+    clock.advance(0.01)
+    runner.run_next()
+    assert not s.received.dirty and s.received.stats()["fsyncs"] == 1
+    value(s.close())
+
+
+def test_received_ids_sync_policies_in_the_store(tmp_path, clock):
+    """Without a runner: group syncs ids with the group commit, always at once, never not at all."""
+    for sync, after_remember, after_group in (("always", 1, 1), ("group", 0, 1), ("never", 0, 0)):
+        directory = tmp_path / sync
+        fs = FsyncCounter()
+        s = open_store(directory, clock, sync=sync, fsync=fs)
+        before = fs.calls
+        s.received.remember("r1")
+        assert fs.calls - before == after_remember, sync
+        clock.advance(0.01)
+        assert fs.calls - before == after_group, sync
+        value(s.close())
+
+
 @pytest_twisted.ensureDeferred
 async def test_fsync_in_thread_on_the_real_reactor(tmp_path):
-    """fsync_in_thread=True runs fsyncs in the reactor's thread pool and every append still fires."""
+    """fsync_in_thread=True runs fsyncs in the store's own daemon thread and every append still fires."""
+    import threading
+
     from twisted.internet import reactor
 
-    s = FileEventStore.open(str(tmp_path), clock=reactor, sync="group", group_ms=2, fsync_in_thread=True)
+    threads: set = set()
+
+    def fsync(fd):
+        threads.add(threading.current_thread())
+        os.fsync(fd)
+
+    s = FileEventStore.open(str(tmp_path), clock=reactor, sync="group", group_ms=2, fsync=fsync,
+                            fsync_in_thread=True)
     ids = await gatherResults([s.append(f"e{i}", b"x" * 100) for i in range(200)])
+    s.received.remember("r1")
     assert ids == [f"e{i}" for i in range(200)]
     assert s.stats()["fsyncs"] >= 1
+    workers = {t for t in threads if t is not threading.main_thread()}
+    assert len(workers) == 1
+    (worker,) = workers
+    assert worker.daemon and "gwproactor-fsync" in worker.name
     await s.close()
+    assert not worker.is_alive(), "close() ends the fsync thread"
+    assert s.received.stats()["fsyncs"] >= 1 or not s.received.dirty
     s = FileEventStore.open(str(tmp_path), clock=reactor, sync="never")
     assert len(s.pending_ids()) == 200
     await s.close()

@@ -2,7 +2,7 @@
 
 from gwproactor.store._common import FULL_POLICIES, SYNC_POLICIES, StoreLocked, StoreWriteError
 from gwproactor.store._received import FileReceivedIds
-from gwproactor.store.file import FileEventStore
+from gwproactor.store.file import FileEventStore, FsyncThread
 from gwproactor.store.memory import MemoryEventStore, MemoryReceivedIds
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "SYNC_POLICIES",
     "FileEventStore",
     "FileReceivedIds",
+    "FsyncThread",
     "MemoryEventStore",
     "MemoryReceivedIds",
     "StoreLocked",

@@ -30,6 +30,11 @@ class FileReceivedIds:
     Build it with :meth:`open`.  Under ``always`` each :meth:`remember` is fsynced; under ``group``
     one fsync follows within ``group_ms``; under ``never`` ids reach the OS at once but are not
     fsynced.  A lost id can only let one duplicate through after a crash.
+
+    With ``on_dirty`` (how :class:`~gwproactor.store.FileEventStore` opens it) the window never
+    fsyncs on its own: a write sets :attr:`dirty` and calls ``on_dirty()``, and the store's next
+    commit fsyncs a duplicate of the file's descriptor (:meth:`dup_for_sync`) with its own files,
+    in the store's fsync thread when it has one.
     """
 
     _directory: str = attrs.field(alias="directory")
@@ -39,6 +44,9 @@ class FileReceivedIds:
     _group_ms: float = attrs.field(default=10.0, alias="group_ms")
     _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
+    _on_dirty: Callable[[], None] | None = attrs.field(default=None, alias="on_dirty")
+    dirty: bool = attrs.field(init=False, default=False)
+    """True while ``received.log`` holds writes that no fsync has covered yet."""
     _ids: OrderedDict = attrs.field(init=False, factory=OrderedDict)
     _fd: int | None = attrs.field(init=False, default=None)
     _records: int = attrs.field(init=False, default=0)
@@ -50,7 +58,8 @@ class FileReceivedIds:
     @classmethod
     def open(cls, directory: str, *, clock=None, window: int = DEFAULT_WINDOW, sync: str = "group",
              group_ms: float = 10.0, fsync: Callable[[int], None] = os.fsync,
-             on_problem: ProblemCallback | None = None) -> FileReceivedIds:
+             on_problem: ProblemCallback | None = None,
+             on_dirty: Callable[[], None] | None = None) -> FileReceivedIds:
         """Load the window from ``directory`` (created if missing); corrupt parts are skipped and reported."""
         check_choice("sync", sync, SYNC_POLICIES)
         if window < 1:
@@ -59,7 +68,7 @@ class FileReceivedIds:
             from twisted.internet import reactor as clock
         os.makedirs(directory, exist_ok=True)
         self = cls(directory=directory, clock=clock, window=window, sync=sync, group_ms=group_ms, fsync=fsync,
-                   on_problem=on_problem)
+                   on_problem=on_problem, on_dirty=on_dirty)
         self._load()
         return self
 
@@ -119,10 +128,46 @@ class FileReceivedIds:
         self._records += 1
         if self._records >= 2 * self.window:
             self._compact()
+            return
+        self.dirty = True
+        if self._sync == "never":
+            return
+        if self._on_dirty is not None:
+            self._on_dirty()
         elif self._sync == "always":
             self._do_fsync()
-        elif self._sync == "group" and self._sync_call is None:
+        elif self._sync_call is None:
             self._sync_call = self._clock.callLater(self._group_ms / 1000.0, self._group_fsync)
+
+    @property
+    def path(self) -> str:
+        """The path of ``received.log``."""
+        return self._path
+
+    def dup_for_sync(self) -> int | None:
+        """A duplicate of the log's descriptor for a commit to fsync (the caller closes it), or None.
+
+        None when there is nothing to sync (or the sync policy is ``never``).  Clears :attr:`dirty`:
+        the caller now owns that sync and reports its failure (:meth:`sync_failed`).
+        """
+        if not self.dirty or self._fd is None or self._sync == "never":
+            return None
+        self.dirty = False
+        return os.dup(self._fd)
+
+    def synced(self) -> None:
+        """Count an fsync that a commit ran on a :meth:`dup_for_sync` descriptor."""
+        self.fsyncs += 1
+
+    def sync_failed(self, error: OSError) -> None:
+        """Report a failed fsync of a :meth:`dup_for_sync` descriptor; the next write tries again."""
+        self.dirty = True
+        report_problem(self._on_problem, "received-id window fsync failed", f"{self._path}: {error}")
+
+    def sync_now(self) -> None:
+        """Fsync ``received.log`` on this thread if it is dirty (a failure is reported, not raised)."""
+        if self.dirty and self._sync != "never":
+            self._do_fsync()
 
     def _group_fsync(self) -> None:
         self._sync_call = None
@@ -131,6 +176,7 @@ class FileReceivedIds:
     def _do_fsync(self) -> None:
         if self._fd is None:
             return
+        self.dirty = False
         try:
             self._fsync(self._fd)
             self.fsyncs += 1
@@ -156,6 +202,7 @@ class FileReceivedIds:
         os.replace(tmp, self._path)
         self._records = len(self._ids)
         self.compactions += 1
+        self.dirty = False
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
     def close(self) -> None:
@@ -164,7 +211,7 @@ class FileReceivedIds:
             self._sync_call.cancel()
         self._sync_call = None
         if self._fd is not None:
-            if self._records:
+            if self.dirty and self._sync != "never":
                 self._do_fsync()
             os.close(self._fd)
             self._fd = None

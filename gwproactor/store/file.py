@@ -16,8 +16,9 @@ the segment being appended to.  Memory holds one index entry per pending id, nev
 Sync policies: ``always`` fsyncs after each append before its Deferred fires; ``group`` fsyncs at
 most once every ``group_ms`` and fires every append of the group after that fsync; ``never`` fires
 right after ``write()`` (safe against a process crash, not against a power loss).  fsync runs on the
-reactor thread unless ``fsync_in_thread`` (then only the fsync runs in the reactor's thread pool,
-one batch at a time).
+reactor thread unless ``fsync_in_thread`` (then only the fsync runs, one batch at a time, in a
+thread of the store's own; the :class:`~gwproactor.proactor.Proactor` opens its store that way).
+The received-id window (``received.log``) is synced by the same commits.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ import stat
 from typing import Any
 from collections.abc import Callable
 
+import threading
+
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -132,6 +137,33 @@ class PackedIndex:
         return key, self._unpack(self._d.pop(key))
 
 
+class FsyncThread:
+    """One daemon thread that runs a store's fsync batches (``FileEventStore.open(fsync_in_thread=True)``).
+
+    The store's own thread rather than the reactor's pool: an application whose blocking calls
+    fill the reactor's pool cannot delay durability, and the thread being a daemon means a store
+    that is never closed cannot keep the process from exiting (a batch only fsyncs duplicated
+    descriptors, so stopping half-way loses nothing that a crash would not).
+
+    :param reactor: provides ``callFromThread`` (results come back on the reactor thread).
+    """
+
+    def __init__(self, reactor: Any, name: str = "gwproactor-fsync") -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=1, name=name)
+        self._pool.threadFactory = lambda **kw: threading.Thread(daemon=True, **kw)
+        self._pool.start()
+
+    def __call__(self, batch: Callable[[], list]) -> Deferred:
+        """Run ``batch()`` in the thread; the Deferred fires on the reactor thread with its result."""
+        return deferToThreadPool(self._reactor, self._pool, batch)
+
+    def stop(self) -> None:
+        """Let the thread finish what it runs and end it (joins it)."""
+        if self._pool.started:
+            self._pool.stop()
+
+
 @implementer(IEventStore)
 @attrs.define(eq=False)
 class FileEventStore(BoundedStore, RecoveryMixin):
@@ -151,8 +183,8 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     :param fsync_runner: None (default) to fsync on the reactor thread; else
         ``fsync_runner(f) -> Deferred`` runs the zero-argument batch function ``f`` (which only calls
         ``fsync`` on duplicated descriptors) elsewhere.  At most one batch is outstanding; appends
-        wait for the batch that started after their write.  ``open(fsync_in_thread=True)`` uses the
-        reactor's thread pool.
+        wait for the batch that started after their write.  ``open(fsync_in_thread=True)`` uses a
+        :class:`FsyncThread`, which ``close()`` stops.
     :param received_window: size of :attr:`received`, the persisted received-id window.
     """
 
@@ -166,6 +198,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
     _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
     _fsync_runner: Callable[[Callable[[], list]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
+    _fsync_thread: FsyncThread | None = attrs.field(init=False, default=None)
     received: FileReceivedIds | None = attrs.field(init=False, default=None)
     """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
     _index: PackedIndex = attrs.field(init=False, factory=lambda: PackedIndex())  # id -> (segment, offset, size, time)
@@ -219,15 +252,13 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             raise ValueError(f"segment_bytes must be positive; got {segment_bytes}")
         if clock is None:
             from twisted.internet import reactor as clock
+        thread = None
         if fsync_in_thread and fsync_runner is None:
-            from twisted.internet.threads import deferToThreadPool
-
-            def fsync_runner(f, reactor=clock):
-                return deferToThreadPool(reactor, reactor.getThreadPool(), f)
-
+            fsync_runner = thread = FsyncThread(clock)
         self = cls(directory=directory, clock=clock, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
                    max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem, fsync=fsync,
                    fsync_runner=fsync_runner)
+        self._fsync_thread = thread
         os.makedirs(directory, exist_ok=True)
         self._make_room_for(LOCK_NAME, stat.S_ISREG)
         self._lock()
@@ -236,9 +267,12 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
             self._recover()
             self.received = FileReceivedIds.open(directory, clock=clock, window=received_window, sync=sync,
-                                                 group_ms=group_ms, fsync=fsync, on_problem=on_problem)
+                                                 group_ms=group_ms, fsync=fsync, on_problem=on_problem,
+                                                 on_dirty=self._received_dirty)
         except BaseException:
             self._unlock()
+            if thread is not None:
+                thread.stop()
             raise
         if len(self._index) > 10_000:
             _release_freed_memory()
@@ -439,6 +473,9 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         if self.received is not None:
             self.received.close()
         self._unlock()
+        if self._fsync_thread is not None:
+            self._fsync_thread.stop()
+            self._fsync_thread = None
         return succeed(None)
 
     # --- internals ------------------------------------------------------------
@@ -579,6 +616,18 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             os.close(seg.ack_fd)
             seg.ack_fd = None
 
+    def _received_dirty(self) -> None:
+        """An id was added to ``received.log``: sync it with the store's commits, like an ack."""
+        if self._closed:
+            return
+        if self._sync == "group":
+            self._schedule_commit()
+        elif self._sync == "always":
+            if self._fsync_runner is None:
+                self.received.sync_now()
+            else:
+                self._commit()
+
     def _schedule_commit(self) -> None:
         # "At most every group_ms": an append after a quiet spell is synced on the next
         # reactor turn (low latency when idle); under load fsyncs are group_ms apart.
@@ -615,8 +664,11 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             return
         waiters, self._waiters = self._waiters, []
         self._group_ids = set()
-        if self._fsync_runner is None or not self._dirty:
+        received = self.received
+        if self._fsync_runner is None or not (self._dirty or (received is not None and received.dirty)):
             error = self._sync_dirty() if self._dirty else None
+            if received is not None:
+                received.sync_now()
             self._fire(waiters, error)
             return
         jobs = []
@@ -627,6 +679,9 @@ class FileEventStore(BoundedStore, RecoveryMixin):
                     jobs.append((os.dup(fd), path))
                 setattr(seg, flag, False)
         self._dirty.clear()
+        received_fd = received.dup_for_sync() if received is not None else None
+        if received_fd is not None:
+            jobs.append((received_fd, None))
         self._fsync_busy = True
         fsync = self._fsync
 
@@ -648,16 +703,28 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             for fd, _ in jobs:
                 os.close(fd)
             d = fail(e)
-        d.addBoth(self._batch_done, len(jobs), waiters)
+        d.addBoth(self._batch_done, len(jobs), waiters, received_fd is not None)
 
-    def _batch_done(self, result, count: int, waiters: list) -> None:
+    def _batch_done(self, result, count: int, waiters: list, with_received: bool = False) -> None:
         self._fsync_busy = False
-        errors = result if isinstance(result, list) else [("fsync batch", result.value)]
-        self._fsyncs += count - len(errors)
         error = None
-        for path, e in errors:
-            error = error or self._io_error("fsync", path, e)
+        if not isinstance(result, list):  # the runner itself failed: nothing was synced
+            error = self._io_error("fsync", "fsync batch", result.value)
             self._active_broken = True
+            if with_received:
+                self.received.sync_failed(result.value)
+        else:
+            received_ok = with_received
+            for path, e in result:
+                if path is None:  # received.log: its failure is reported but fails no append
+                    received_ok = False
+                    self.received.sync_failed(e)
+                    continue
+                error = error or self._io_error("fsync", path, e)
+                self._active_broken = True
+            if received_ok:
+                self.received.synced()
+            self._fsyncs += count - len(result) - (1 if received_ok else 0)
         self._fire(waiters, error)
         if not self._closed and (self._commit_wanted or (self._sync == "always" and self._waiters)):
             self._commit_wanted = False
