@@ -333,6 +333,28 @@ def test_batches_between_gwproactor_peers() -> None:
     assert p.parent.counters["batches_received"] == p.child.outbox.stats.batches_sent
 
 
+def test_streaming_events_fill_batches_while_a_frame_is_unacked() -> None:
+    """Idle, an event goes at once; while a frame is unacked, new events wait for its ack (or a full batch)."""
+    p = Pair(window=50, batch_max=10)
+    p.start()
+    outbox = p.child.outbox
+    assert p.child.links["parent"].peer_accepts_batches
+    sent0 = outbox.stats.batches_sent
+    p.child.generate_event(event(SCADA1, 0))
+    assert outbox.stats.batches_sent == sent0 + 1, "idle: sent without waiting"
+    for n in range(1, 4):
+        p.child.generate_event(event(SCADA1, n))
+    assert outbox.stats.batches_sent == sent0 + 1 and outbox.queued == 3, "partial batch waits for the ack"
+    for n in range(4, 14):
+        p.child.generate_event(event(SCADA1, n))
+    assert outbox.stats.batches_sent == sent0 + 2 and outbox.queued == 3, "a full batch goes at once"
+    p.turn()
+    got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
+    assert got == [f"event {n}" for n in range(14)]
+    assert outbox.stats.batches_sent == sent0 + 3, "the rest went in one frame once acks came"
+    assert p.child.store.pending_ids() == []
+
+
 def test_no_batches_to_a_peer_that_did_not_announce() -> None:
     """A peer that does not announce batching (like a 4.x peer) gets one event per frame."""
     p = Pair(parent_batch_max=0)

@@ -172,6 +172,11 @@ class Outbox:
                 if self.link.peer_accepts_batches:
                     if len(self._batches) >= self.batch_frames_limit:
                         break
+                    if self._batches and len(self._queue) < self.link.batch_max:
+                        # Nagle, for events: while a frame is unacked a partial batch waits for its ack
+                        # (or to fill up).  Idle, an event goes at once; streaming, frames fill up
+                        # instead of carrying one event each.
+                        break
                     self._send_batch()
                     continue
                 if len(self._in_flight) >= self.window:
