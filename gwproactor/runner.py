@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from gwproactor.config import ProactorSettings, load_settings
 from gwproactor.errors import ConfigError
+from gwproactor.ops.gcfreeze import freeze_after_start
 
 __all__ = ["AppSpec", "load_app", "make_service", "run"]
 
@@ -121,12 +122,14 @@ def start_logging(level: str | None = None, stream: Any = None) -> Any:
 
 
 def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None = None,
-        ready_file: str | None = None, on_ready: Callable[[Any], Any] | None = None) -> int:
+        ready_file: str | None = None, on_ready: Callable[[Any], Any] | None = None,
+        gc_freeze: bool = True) -> int:
     """Run the application until it shuts down; return the process exit status.
 
     SIGTERM / SIGINT start a graceful shutdown (:meth:`~gwproactor.proactor.Proactor.shutdown`);
     a second signal exits at once (the store's records are framed and checksummed, so
-    whatever was written is consistent).
+    whatever was written is consistent).  With ``gc_freeze`` the objects that exist once the
+    proactor has started are frozen (:func:`~gwproactor.ops.gcfreeze.freeze_after_start`).
     """
     reactor = install_reactor(reactor_name)
     levels = start_logging()
@@ -156,6 +159,8 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None =
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         proactor.startService()
+        if gc_freeze:
+            freeze_after_start()
         if ready_file:
             Path(ready_file).write_text(str(os.getpid()))
         if on_ready is not None:
@@ -179,12 +184,15 @@ def add_run_arguments(parser: Any) -> None:
     parser.add_argument("--reactor", choices=("default", "asyncio"), default="default", help="which reactor to run on")
     parser.add_argument("--log-level", default=None, help="debug, info, warn, error (default: the settings' base level)")
     parser.add_argument("--ready-file", default=None, help="write the pid to this file once started (for supervisors and tests)")
+    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                        help="do not freeze the objects that exist after start (gc.freeze; see gwproactor.ops.gcfreeze)")
 
 
 def run_from_args(args: Any) -> int:
     """Run with parsed ``add_run_arguments`` options."""
     spec = AppSpec(app=args.app, env_prefix=args.env_prefix, dotenv=args.dotenv)
-    return run(spec, reactor_name=args.reactor, log_level=args.log_level, ready_file=args.ready_file)
+    return run(spec, reactor_name=args.reactor, log_level=args.log_level, ready_file=args.ready_file,
+               gc_freeze=args.gc_freeze)
 
 
 def main(argv: list[str] | None = None) -> int:

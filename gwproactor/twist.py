@@ -13,6 +13,7 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
+from gwproactor.ops.gcfreeze import freeze_after_start
 from gwproactor.runner import AppSpec, make_service
 
 __all__ = ["GwproactorServiceMaker", "Options"]
@@ -25,6 +26,9 @@ class Options(usage.Options):
         ["app", "a", None, "package.module:name of a Proactor subclass or factory (required)"],
         ["env-prefix", None, "GWP", "prefix of the settings' environment variables"],
         ["dotenv", None, None, "a .env file with more settings"],
+    ]
+    optFlags = [
+        ["no-gc-freeze", None, "do not freeze the objects that exist after start (gc.freeze)"],
     ]
 
     def postOptions(self) -> None:
@@ -54,4 +58,7 @@ class GwproactorServiceMaker:
                 pass
 
         proactor.when_shut_down().addCallback(shut_down)
+        if not options["no-gc-freeze"]:
+            # twist starts the application's services before the reactor runs this.
+            reactor.callWhenRunning(freeze_after_start)
         return proactor

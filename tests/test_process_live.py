@@ -92,6 +92,7 @@ async def test_runner_sigterm_exits_zero_with_shutdown_event(private_broker: Any
         await await_for(lambda: len(durable_ids(tmp_path / "records")) >= 5, 15, describe=proc.log_tail)
         code = await proc.terminate()
         assert code == 0, proc.log_tail()
+        assert "gc: froze" in proc.log_path.read_text(), "the runner freezes what exists after start"
     finally:
         await proc.close()
     store = FileEventStore.open(str(store_dir), clock=reactor)
@@ -140,6 +141,8 @@ async def test_plugin_and_tac_sigterm(private_broker: Any, tmp_path: Path, how: 
         log = proc.log_path.read_text()
         # twist writes JSON log lines when its output is not a terminal
         assert "d1.crash.child stopped" in log or '"log_format": "{name} stopped"' in log, proc.log_tail()
+        if how == "twist":
+            assert "gc: froze" in log, "the plugin freezes what exists after start"
     finally:
         await proc.close()
     store = FileEventStore.open(str(tmp_path / "store"), clock=reactor)
