@@ -307,6 +307,25 @@ def test_publish_qos1_fires_on_puback() -> None:
     assert d1.called
 
 
+def test_paho_on_publish_set_only_while_a_qos1_publish_waits() -> None:
+    """QoS 0 publishes need no paho callback; QoS 1 ones (mixed with QoS 0) still complete on their PUBACKs."""
+    h = Harness()
+    h.connect()
+    paho = h.session.paho_client
+    assert paho.on_publish is None
+    assert h.conn.publish("a/b", b"zero", 0).called
+    assert paho.on_publish is None
+    d1 = h.conn.publish("a/b", b"one", 1)
+    assert paho.on_publish is not None
+    assert h.conn.publish("a/b", b"zero again", 0).called
+    d2 = h.conn.publish("a/b", b"two", 1)
+    mids = [struct.unpack("!H", f[1][5:7])[0] for f in h.take() if f[0] == 0x32]
+    h.proto.dataReceived(puback_frame(mids[0]))
+    assert d1.called and not d2.called and paho.on_publish is not None
+    h.proto.dataReceived(puback_frame(mids[1]))
+    assert d2.called and paho.on_publish is None
+
+
 def test_publish_while_disconnected_fails_fast() -> None:
     """publish before CONNACK errbacks at once with NotConnectedError."""
     h = Harness()
