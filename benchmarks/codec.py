@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from gwproactor.message import Codec, json_backend
+
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs from it
 
 DEFAULT_FRAMES = Path("/work/shared/wire/gridworks-4x-frames.jsonl")
 
@@ -44,20 +45,7 @@ def _rate(fn: Callable[[], Any], items: int, seconds: float) -> float:
 
 
 def _machine() -> dict:
-    info = {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = machine_info()
     try:
         import orjson
 

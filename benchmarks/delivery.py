@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,10 +26,13 @@ from twisted.internet import defer, task
 
 from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, StoreSettings
 from gwproactor.demo.apps import Reading
+from gwproactor.ops import freeze_after_start
 from gwproactor.proactor import Proactor
 from gwproactor_test.broker import PrivateBroker
 from gwproactor_test.process import ProactorProcess
 from gwproactor_test.wait import await_for
+
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs from it
 
 CHILD, PARENT = "d1.bench.child", "d1.bench"
 SYNC = "group"
@@ -64,7 +65,22 @@ def parent_env(broker: PrivateBroker, store_dir: Path) -> dict[str, str]:
     }
 
 
-def make_child(broker: PrivateBroker, store_dir: Path, reactor: Any, sync: str = "group", window: int = 50) -> Proactor:
+class BenchChild(Proactor):
+    """The child proactor, plus a Deferred that fires when an ack leaves the store empty (idle round trip)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store_emptied: defer.Deferred | None = None
+
+    def link_acked(self, link: Any, message_id: str, rtt: Any) -> None:
+        super().link_acked(link, message_id, rtt)
+        waiter = self.store_emptied
+        if waiter is not None and self.store.stats()["pending"] == 0:
+            self.store_emptied = None
+            waiter.callback(time.perf_counter())
+
+
+def make_child(broker: PrivateBroker, store_dir: Path, reactor: Any, sync: str = "group", window: int = 50) -> BenchChild:
     settings = ProactorSettings(
         long_name=CHILD,
         short_name="c",
@@ -72,7 +88,7 @@ def make_child(broker: PrivateBroker, store_dir: Path, reactor: Any, sync: str =
         links={"parent": LinkSettings(peer_long_name=PARENT, peer_short_name="p", upstream=True, window=window)},
         store=StoreSettings(directory=store_dir, sync_policy=sync),
     )
-    return Proactor(settings, reactor=reactor)
+    return BenchChild(settings, reactor=reactor)
 
 
 async def wait_active(proactor: Proactor, timeout: float = 30) -> None:
@@ -116,6 +132,7 @@ async def scenario_live(reactor: Any, broker: PrivateBroker, tmp: Path, n: int, 
             "child_cpu_ms_per_event": round(cpu * 1000 / n, 3),
             "ack_timeouts": child.upstream.acks.timeouts - base_timeouts,
             "resent": out["resent"],
+            "frames_sent": out["batches_sent"],
         }
     finally:
         await child.stopService()
@@ -210,20 +227,28 @@ async def scenario_reupload(reactor: Any, broker: PrivateBroker, tmp: Path, n: i
         await parent.close()
 
 
+async def _with_timeout(d: defer.Deferred, reactor: Any, seconds: float) -> Any:
+    return await d.addTimeout(seconds, reactor)
+
+
 async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, count: int) -> dict:
     parent = ProactorProcess("gwproactor.demo.apps:DemoParent", parent_env(broker, tmp / "rtt-parent"), tmp / "rtt-pp", reactor=reactor)
     await parent.start()
     child = make_child(broker, tmp / "rtt-child", reactor, sync=SYNC)
     child.startService()
+    # What `gwproactor run` does once the proactor has started (the parent process gets it from the runner).
+    freeze_after_start()
     try:
         await wait_active(child)
         await wait_drained(child, 30)
         samples: list[float] = []
         for i in range(count):
+            # From generate_event to the ack taking the event out of the store, waited on (not polled).
+            emptied = child.store_emptied = defer.Deferred()
             t0 = time.perf_counter()
             durable = child.generate_event(Reading(src=CHILD, seq=i, value=0.0))
-            await await_for(lambda: child.store.stats()["pending"] == 0, 10, interval=0.0002)
-            samples.append((time.perf_counter() - t0) * 1000)
+            t1 = await defer.Deferred.fromCoroutine(_with_timeout(emptied, reactor, 10))
+            samples.append((t1 - t0) * 1000)
             await durable
             await task.deferLater(reactor, 0.002, lambda: None)
         samples.sort()
@@ -246,9 +271,11 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     await broker.start()
     result: dict[str, Any] = {
         "benchmark": "delivery",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "reactor": type(reactor).__name__},
-        "settings": {"window": 50, "batch_max": 100, "sync_policy": SYNC, "qos": attrs.fields(LinkSettings).qos.default, "event": "gridworks.event.demo.reading (~190 B)"},
+        "machine": machine_info(str(tmp), reactor),
+        "settings": {"window": 50, "batch_max": 100, "sync_policy": SYNC,
+                     "fsync_in_thread": attrs.fields(StoreSettings).fsync_in_thread.default,
+                     "qos": attrs.fields(LinkSettings).qos.default, "gc_freeze_after_start": True,
+                     "event": "gridworks.event.demo.reading (~190 B)"},
     }
     try:
         only = set(args.only.split(",")) if args.only else {"live", "reupload", "rtt"}

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs from it
 
 
 def paho_child(port: int, qos: int, n: int, size: int, window: int) -> None:
@@ -133,9 +134,6 @@ async def run_paho(reactor: Any, port: int, qos: int, n: int, size: int, window:
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
-    import paho.mqtt
-    import twisted
-
     from gwproactor_test.broker import PrivateBroker
 
     with tempfile.TemporaryDirectory(prefix="gwp-bench-") as tmp:
@@ -161,16 +159,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             await broker.stop()
     results["params"] = {"n": args.n, "payload_bytes": args.size, "window": args.window, "rounds": args.rounds,
                          "measure": "best of rounds, first publish to last receive"}
-    results["machine"] = {
-        "cpu_count": os.cpu_count(),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "paho_mqtt": paho.mqtt.__version__,
-        "twisted": twisted.__version__,
-        "reactor": type(reactor).__module__ + "." + type(reactor).__name__,
-    }
+    results["machine"] = machine_info(reactor=reactor)
     print(json.dumps(results, indent=2))
 
 

@@ -11,48 +11,18 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 import tracemalloc
 
-import twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from gwproactor.store import FileEventStore
 
-
-def machine_info(directory: str) -> dict:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    fs = ""
-    try:
-        best = ""
-        real = os.path.realpath(directory)
-        for line in open("/proc/mounts"):
-            parts = line.split()
-            if real.startswith(parts[1]) and len(parts[1]) > len(best):
-                best, fs = parts[1], f"{parts[2]} on {parts[0]} ({parts[1]})"
-    except OSError:
-        pass
-    return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "twisted": twisted.__version__,
-        "filesystem": fs,
-    }
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs from it
 
 
 class TimedFsync:
@@ -169,7 +139,7 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--policies", nargs="+", default=["always", "group", "never", "always-thread", "group-thread"],
-                   help="sync policies; '-thread' runs fsync in the reactor's thread pool")
+                   help="sync policies; '-thread' runs fsync in the store's own thread (as a proactor's store does)")
     p.add_argument("--payload", type=int, default=300, help="payload bytes per event")
     p.add_argument("--chunk", type=int, default=100, help="appends per reactor turn")
     p.add_argument("--dir", default=None, help="parent directory for the temporary stores")
