@@ -389,20 +389,17 @@ class PahoProtocol(Protocol):
         0 completes there); QoS 1 completes with ``mqtt_published(mid)``.
         """
         client = self._require_client()
-        if qos:
-            # paho reports the PUBACK through on_publish: have it set before the packet can be acked.
-            client.on_publish = self._on_publish
         info = self._call(client.publish, topic, payload, qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._publish_done(None)
             raise ConnectionError(f"paho refused the publish: {paho_client.error_string(info.rc)}")
         written = info.is_published()
         if qos or not written:
+            # Its completion comes through on_publish (a PUBACK arrives only in a later dataReceived).
             self._awaiting_published.add(info.mid)
             client.on_publish = self._on_publish
         return info.mid, written
 
-    def _publish_done(self, mid: int | None) -> None:
+    def _publish_done(self, mid: int) -> None:
         """``mid`` needs no completion report any more; without any left, paho's on_publish is unset.
 
         paho calls on_publish for every QoS 0 packet it writes, building a ReasonCode and a

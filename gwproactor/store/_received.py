@@ -139,11 +139,6 @@ class FileReceivedIds:
         elif self._sync_call is None:
             self._sync_call = self._clock.callLater(self._group_ms / 1000.0, self._group_fsync)
 
-    @property
-    def path(self) -> str:
-        """The path of ``received.log``."""
-        return self._path
-
     def dup_for_sync(self) -> int | None:
         """A duplicate of the log's descriptor for a commit to fsync (the caller closes it), or None.
 

@@ -28,10 +28,9 @@ import fcntl
 import json
 import os
 import stat
+import threading
 from typing import Any
 from collections.abc import Callable
-
-import threading
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
