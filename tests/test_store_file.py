@@ -421,10 +421,27 @@ def test_received_ids_are_synced_by_the_store_commit(tmp_path, clock):
     clock.advance(0.01)
     assert len(runner.batches) == 1
     runner.run_next()
-    # 4 = the new segment's directory entry (on the reactor, once per segment) + received.log + the
-    # segment in the batch + received.log before.
+    # 4 = received.log before; then, in this batch, the new segment's directory entry, the segment
+    # and received.log.
     assert a == ["a"] and fs.calls == 4 and s.stats()["fsyncs"] == 2 and s.received.stats()["fsyncs"] == 2
     assert clock.getDelayedCalls() == []
+    value(s.close())
+
+
+def test_runner_new_segment_directory_synced_in_the_batch(tmp_path, clock):
+    """With a runner nothing is fsynced on the reactor thread: a new segment's directory entry goes in the batch."""
+    log: list = []
+
+    def fsync(fd):
+        log.append("dir" if os.path.samestat(os.fstat(fd), os.stat(tmp_path)) else "file")
+
+    runner = ManualRunner()
+    s = open_store(tmp_path, clock, sync="group", fsync=fsync, fsync_runner=runner)
+    a = fired(s.append("a", b"x"))
+    clock.advance(0.01)
+    assert log == [] and a == []
+    runner.run_next()
+    assert sorted(log) == ["dir", "file"] and a == ["a"]
     value(s.close())
 
 

@@ -212,6 +212,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _last_commit: float | None = attrs.field(init=False, default=None)
     _dirty: set = attrs.field(init=False, factory=set)
     _fsync_busy: bool = attrs.field(init=False, default=False)
+    _directory_dirty: bool = attrs.field(init=False, default=False)
     _commit_wanted: bool = attrs.field(init=False, default=False)
     _idle_waiters: list = attrs.field(init=False, factory=list)
     _read_fds: int = attrs.field(init=False, default=0)
@@ -509,7 +510,10 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._active = seg
         self._active_broken = False
         if self._sync != "never":
-            self._fsync_directory()
+            if self._fsync_runner is None:
+                self._fsync_directory()
+            else:
+                self._directory_dirty = True  # synced in the next batch, before its appends fire
         return seg
 
     def _retire(self, seg: Segment) -> None:
@@ -639,6 +643,9 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     def _sync_dirty(self) -> StoreWriteError | None:
         """Fsync every dirty file; return the first error."""
         error = None
+        if self._directory_dirty:
+            self._directory_dirty = False
+            self._fsync_directory()
         for seg in list(self._dirty):
             for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
                 fd = getattr(seg, fd_name)
@@ -678,6 +685,12 @@ class FileEventStore(BoundedStore, RecoveryMixin):
                     jobs.append((os.dup(fd), path))
                 setattr(seg, flag, False)
         self._dirty.clear()
+        if self._directory_dirty:
+            self._directory_dirty = False
+            try:
+                jobs.append((os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC), self._directory))
+            except OSError as e:
+                self._io_error("open", self._directory, e)
         received_fd = received.dup_for_sync() if received is not None else None
         if received_fd is not None:
             jobs.append((received_fd, None))
