@@ -27,6 +27,7 @@ import errno
 import fcntl
 import json
 import os
+import queue
 import stat
 import threading
 from typing import Any
@@ -34,8 +35,6 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -142,25 +141,48 @@ class FsyncThread:
     The store's own thread rather than the reactor's pool: an application whose blocking calls
     fill the reactor's pool cannot delay durability, and the thread being a daemon means a store
     that is never closed cannot keep the process from exiting (a batch only fsyncs duplicated
-    descriptors, so stopping half-way loses nothing that a crash would not).
+    descriptors, so stopping half-way loses nothing that a crash would not).  A plain queue and
+    ``callFromThread`` rather than a Twisted ``ThreadPool``: a commit is one handoff each way, and
+    the reactor thread runs as little code for it as possible.
 
     :param reactor: provides ``callFromThread`` (results come back on the reactor thread).
     """
 
     def __init__(self, reactor: Any, name: str = "gwproactor-fsync") -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=1, name=name)
-        self._pool.threadFactory = lambda **kw: threading.Thread(daemon=True, **kw)
-        self._pool.start()
+        self._name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, batch: Callable[[], list]) -> Deferred:
         """Run ``batch()`` in the thread; the Deferred fires on the reactor thread with its result."""
-        return deferToThreadPool(self._reactor, self._pool, batch)
+        d: Deferred = Deferred()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((batch, d))
+        return d
+
+    def _run(self) -> None:
+        call_from_thread = self._reactor.callFromThread
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch, d = job
+            try:
+                result = batch()
+            except BaseException as e:  # reported by the store as a failed batch
+                call_from_thread(d.errback, e)
+            else:
+                call_from_thread(d.callback, result)
 
     def stop(self) -> None:
         """Let the thread finish what it runs and end it (joins it)."""
-        if self._pool.started:
-            self._pool.stop()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
 
 
 @implementer(IEventStore)
