@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -231,7 +232,8 @@ async def _with_timeout(d: defer.Deferred, reactor: Any, seconds: float) -> Any:
     return await d.addTimeout(seconds, reactor)
 
 
-async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, count: int) -> dict:
+async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, count: int, gap_s: float) -> dict:
+    """One event at a time, ``gap_s`` of idle after each ack (and its durability), timed to its ack."""
     parent = ProactorProcess("gwproactor.demo.apps:DemoParent", parent_env(broker, tmp / "rtt-parent"), tmp / "rtt-pp", reactor=reactor)
     await parent.start()
     child = make_child(broker, tmp / "rtt-child", reactor, sync=SYNC)
@@ -250,12 +252,14 @@ async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, coun
             t1 = await defer.Deferred.fromCoroutine(_with_timeout(emptied, reactor, 10))
             samples.append((t1 - t0) * 1000)
             await durable
-            await task.deferLater(reactor, 0.002, lambda: None)
+            await task.deferLater(reactor, max(0.0, gap_s - (time.perf_counter() - t1)), lambda: None)
         samples.sort()
-        return {
+        result = {
             "count": count,
+            "gap_ms": gap_s * 1000,
             "p50_ms": round(statistics.median(samples), 3),
             "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+            "max_ms": round(samples[-1], 3),
             "link_rtt_p50_ms": round(child.upstream.acks.rtt.p50 * 1000, 3),
             "link_rtt_p99_ms": round(child.upstream.acks.rtt.p99 * 1000, 3),
         }
@@ -263,6 +267,21 @@ async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, coun
         await child.stopService()
         await parent.terminate()
         await parent.close()
+    result["floor"] = await floor_rtt(reactor, broker, count, gap_s)
+    return result
+
+
+async def floor_rtt(reactor: Any, broker: PrivateBroker, count: int, gap_s: float) -> dict:
+    """The same exchange with raw sockets and no framework (``_floor.py``), through the same broker."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    script = str(Path(__file__).with_name("_floor.py"))
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, [script, "--port", str(broker.port), "--gap-ms", str(gap_s * 1000), "--count", str(count)],
+        env=dict(os.environ), reactor=reactor)
+    if code != 0:
+        raise RuntimeError(f"_floor.py failed ({code}): {err.decode(errors='replace')}")
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
@@ -285,7 +304,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         if "reupload" in only:
             result["reupload"] = [await scenario_reupload(reactor, broker, tmp, n) for n in args.reupload]
         if "rtt" in only:
-            result["idle_round_trip"] = await scenario_idle_rtt(reactor, broker, tmp, args.rtt_count)
+            result["idle_round_trip"] = [await scenario_idle_rtt(reactor, broker, tmp, args.rtt_count, gap / 1000)
+                                         for gap in args.rtt_gap_ms]
         result["benchmark_process_peak_rss_mib"] = round(rss_mib(), 1)
     finally:
         await broker.stop()
@@ -297,6 +317,8 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--reupload", type=lambda s: [int(x) for x in s.split(",")], default=[10_000, 100_000])
     parser.add_argument("--rtt-count", type=int, default=500)
+    parser.add_argument("--rtt-gap-ms", type=lambda s: [float(x) for x in s.split(",")], default=[10.0],
+                        help="idle time after each round trip (comma-separated for several runs; default 10)")
     parser.add_argument("--only", default="")
     parser.add_argument("--asyncio", action="store_true")
     parser.add_argument("--sync", default="group", choices=("always", "group", "never"))
