@@ -605,14 +605,8 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._disk_bytes += len(frame)
         seg.dirty_ack = True
         self._dirty.add(seg)
-        if self._sync == "never":
-            return
-        if self._sync == "group":
-            self._schedule_commit()
-        elif self._fsync_runner is None:
-            self._sync_dirty()
-        else:
-            self._commit()
+        if self._sync != "never":
+            self._sync_soon()
 
     def _drop_oldest(self) -> int:
         event_id, entry = self._index.popitem_oldest()
@@ -643,15 +637,17 @@ class FileEventStore(BoundedStore, RecoveryMixin):
 
     def _received_dirty(self) -> None:
         """An id was added to ``received.log``: sync it with the store's commits, like an ack."""
-        if self._closed:
-            return
+        if not self._closed:
+            self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        """Something nothing waits for (an ack, a received id) was written: sync it under the policy."""
         if self._sync == "group":
             self._schedule_commit()
-        elif self._sync == "always":
-            if self._fsync_runner is None:
-                self.received.sync_now()
-            else:
-                self._commit()
+        elif self._fsync_runner is None:
+            self._sync_dirty()
+        else:
+            self._commit()
 
     def _schedule_commit(self) -> None:
         # "At most every group_ms": an append after a quiet spell is synced on the next
@@ -663,11 +659,14 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             self._group_call = self._clock.callLater(delay, self._commit)
 
     def _sync_dirty(self) -> StoreWriteError | None:
-        """Fsync every dirty file; return the first error."""
+        """Fsync every dirty file (the received-id window too, whose failure it reports itself); return the
+        first error of the store's own files."""
         error = None
         if self._directory_dirty:
             self._directory_dirty = False
             self._fsync_directory()
+        if self.received is not None:
+            self.received.sync_now()
         for seg in list(self._dirty):
             for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
                 fd = getattr(seg, fd_name)
@@ -694,10 +693,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._group_ids = set()
         received = self.received
         if self._fsync_runner is None or not (self._dirty or (received is not None and received.dirty)):
-            error = self._sync_dirty() if self._dirty else None
-            if received is not None:
-                received.sync_now()
-            self._fire(waiters, error)
+            self._fire(waiters, self._sync_dirty())
             return
         jobs = []
         for seg in self._dirty:
