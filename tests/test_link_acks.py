@@ -26,9 +26,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.tags: list[object] = []
 
-    def __call__(self, message_id: str) -> None:
+    def __call__(self, message_id: str, tag: object) -> None:
         self.ids.append(message_id)
+        self.tags.append(tag)
 
 
 @pytest.fixture
@@ -70,16 +72,16 @@ def test_ack_in_time_fires_with_round_trip_time() -> None:
 
 
 def test_timeout_errbacks_with_ack_timeout_and_calls_on_timeout() -> None:
-    """No ack within the timeout: on_timeout(id) is called and the Deferred fails with AckTimeout."""
+    """No ack within the timeout: on_timeout(id, tag) is called and the Deferred fails with AckTimeout."""
     clock, timeouts, tracker = make(timeout=5.0)
-    d = tracker.expect("m1")
+    d = tracker.expect("m1", tag=7)
     clock.advance(4.999)
     assertNoResult(d)
     assert timeouts.ids == []
     clock.advance(0.001)
     failure = failureResultOf(d, AckTimeout)
     assert "5 s" in str(failure.value)
-    assert timeouts.ids == ["m1"]
+    assert timeouts.ids == ["m1"] and timeouts.tags == [7]
     assert (tracker.timeouts, tracker.in_flight) == (1, 0)
     assert clock.getDelayedCalls() == []
 
@@ -88,7 +90,7 @@ def test_on_timeout_runs_before_the_waiter_errback() -> None:
     """on_timeout is called before the caller's errback, so the link leaves active before the caller reacts."""
     order: list[str] = []
     clock = Clock()
-    tracker = AckTracker(clock, 1.0, lambda mid: order.append("on_timeout"))
+    tracker = AckTracker(clock, 1.0, lambda mid, tag: order.append("on_timeout"))
     d = tracker.expect("m1")
     d.addErrback(lambda f: order.append("errback"))
     clock.advance(1.0)
@@ -293,7 +295,7 @@ def test_on_timeout_exception_is_logged_and_waiter_still_fails(log_events: list[
     """An exception raised by on_timeout is logged; the waiter still fails with AckTimeout."""
     clock = Clock()
 
-    def broken(message_id: str) -> None:
+    def broken(message_id: str, tag: object) -> None:
         raise RuntimeError("boom")
 
     tracker = AckTracker(clock, 1.0, broken)
@@ -325,4 +327,4 @@ def test_waiter_callbacks_may_expect_new_ids_during_fail_all() -> None:
 def test_bad_settings_raise_config_error(kwargs: dict) -> None:
     """Non-positive timeouts or windows are refused with ConfigError."""
     with pytest.raises(ConfigError):
-        AckTracker(Clock(), on_timeout=lambda mid: None, **kwargs)
+        AckTracker(Clock(), on_timeout=lambda mid, tag: None, **kwargs)

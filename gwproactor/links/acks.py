@@ -47,6 +47,7 @@ class _InFlight:
     message_id: str
     sent_at: float
     timer: Deferred[float]
+    tag: object = None
     waiters: list[Deferred[float]] = attrs.field(factory=list)
     abandoned: bool = False
 
@@ -60,7 +61,7 @@ class AckTracker:
     * :meth:`expect` returns a Deferred.  It fires with the round-trip time in
       seconds when :meth:`acked` is called for that id, errbacks with
       :class:`~gwproactor.errors.AckTimeout` after ``timeout`` seconds without an
-      ack (and ``on_timeout(message_id)`` is called first, so the link can leave
+      ack (and ``on_timeout(message_id, tag)`` is called first, so the link can leave
       ``active`` before anyone reacts to the failure), or errbacks with the
       exception given to :meth:`fail_all` (typically
       :class:`~gwproactor.errors.LinkDown`).
@@ -85,15 +86,16 @@ class AckTracker:
 
     :param clock: provides ``seconds`` and ``callLater`` (a reactor, or a ``Clock`` in tests).
     :param timeout: seconds to wait for each ack; must be positive.
-    :param on_timeout: called with the message id when an ack times out.  An
-        exception from it is logged and otherwise ignored.
+    :param on_timeout: ``on_timeout(message_id, tag)`` when an ack times out, where ``tag`` is what
+        :meth:`expect` was given (the link passes a send sequence number, to judge whether the
+        timeout is evidence against the peer).  An exception from it is logged and otherwise ignored.
     :param rtt_window: how many recent round-trip samples the percentiles use.
     :param late_window: how many timed-out / failed ids are remembered to tell late acks from unknown ones.
     """
 
     clock: IReactorTime
     timeout: float
-    on_timeout: Callable[[str], None]
+    on_timeout: Callable[[str, object], None]
     rtt_window: int = 1000
     late_window: int = 1000
     acked_count: int = attrs.field(default=0, init=False)
@@ -168,8 +170,11 @@ class AckTracker:
 
     # -- actions -------------------------------------------------------------
 
-    def expect(self, message_id: str) -> Deferred[float]:
+    def expect(self, message_id: str, tag: object = None) -> Deferred[float]:
         """Start waiting for the ack of ``message_id`` (call when the message is sent).
+
+        ``tag`` is handed back to ``on_timeout`` if the ack does not come (the first
+        :meth:`expect`'s tag, for an id already in flight).
 
         :return: a Deferred firing with the round-trip time in seconds, or failing
             with :class:`~gwproactor.errors.AckTimeout` or the :meth:`fail_all` reason.
@@ -178,7 +183,7 @@ class AckTracker:
         entry = self._in_flight.get(message_id)
         if entry is None:
             timer: Deferred[float] = Deferred()
-            entry = _InFlight(message_id=message_id, sent_at=self.clock.seconds(), timer=timer)
+            entry = _InFlight(message_id=message_id, sent_at=self.clock.seconds(), timer=timer, tag=tag)
             timer.addTimeout(self.timeout, self.clock, onTimeoutCancel=self._convert_timeout)
             timer.addBoth(self._settle, entry)
             self._in_flight[message_id] = entry
@@ -268,7 +273,7 @@ class AckTracker:
             self.timeouts += 1
             self._remember_expired(entry.message_id)
             try:
-                self.on_timeout(entry.message_id)
+                self.on_timeout(entry.message_id, entry.tag)
             except Exception:
                 _log.failure("on_timeout callback failed for {message_id}", message_id=entry.message_id)
             for waiter in waiters:

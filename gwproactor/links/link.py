@@ -22,7 +22,7 @@ from gwproactor.errors import AckTimeout, DecodeError, LinkDown, NotConnectedErr
 from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
 from gwproactor.links.liveness import Liveness
-from gwproactor.links.machine import LinkInput, LinkMachine, LinkState, Transition
+from gwproactor.links.machine import PEER_HEARD_STATES, AckEvidence, LinkInput, LinkMachine, LinkState, Transition
 from gwproactor.message import (
     Ack,
     EventBatch,
@@ -71,6 +71,10 @@ class LinkStats:
     duplicates_dropped: int = 0
     """Events from the peer that were accepted before (acked again, not handed to the application)."""
     transitions: int = 0
+    ack_timeouts_counted: int = 0
+    """Ack timeouts fed to the state machine (evidence that the peer went silent)."""
+    ack_timeouts_discounted: int = 0
+    """Ack timeouts of frames sent before the peer was heard again or before a later ack arrived: not evidence."""
     dropped_by_instrumentation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -167,6 +171,7 @@ class Link(Service):
         ).encode()
         self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
+        self.evidence = AckEvidence()
         self.stats = LinkStats()
         self.instrument = LinkInstrumentation()
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
@@ -216,6 +221,8 @@ class Link(Service):
             del self._recent[:-20]
             for type_name in transition.comm_events:
                 self.stats.comm_events[type_name] += 1
+            if transition.new in PEER_HEARD_STATES and transition.old not in PEER_HEARD_STATES:
+                self.evidence.peer_heard_again()
             if transition.left_active:
                 self.last_down_reason = link_input.value
                 self.log.warn(
@@ -325,17 +332,21 @@ class Link(Service):
         header = message.header
         self.stats.messages_in[header.message_type] += 1
         self.liveness.received()
-        self._feed(LinkInput.message_from_peer)
         payload = message.payload
         if isinstance(payload, Ack):
+            # The ack is applied before the frame counts as "heard": if it re-activates the
+            # link, the outbox then loads a store that no longer holds the acked event.
             message_id = payload.ack_message_id
+            self.evidence.ack_received()
             in_time = self.acks.is_expected(message_id)
             self.acks.acked(message_id)
             try:
                 self.listener.link_acked(self, message_id, self.acks.last_rtt if in_time else None)
             except BaseException:
                 self.log.failure("link listener failed on an ack on {link_name}", link_name=self.link_name)
+            self._feed(LinkInput.message_from_peer)
             return
+        self._feed(LinkInput.message_from_peer)
         if isinstance(payload, Ping):
             self._send_ack(header.message_id)
             return
@@ -433,7 +444,7 @@ class Link(Service):
             data = message.data if isinstance(message, RawFrame) else self.codec.encode(message)
         except Exception:
             return fail()
-        ack = self.acks.expect(header.message_id) if header.ack_required else None
+        ack = self.acks.expect(header.message_id, self.evidence.frame_sent()) if header.ack_required else None
         try:
             published = self.broker.publish(
                 topic_for(self.own_long_name, self.peer_short_name, header.message_type), data, self.qos
@@ -474,15 +485,29 @@ class Link(Service):
 
     # --- timers -----------------------------------------------------------------
 
-    def _ack_timed_out(self, message_id: str) -> None:
-        self.log.warn(
-            "link {link_name}: no ack for {message_id} within the ack timeout",
-            link_name=self.link_name,
-            message_id=message_id,
-        )
-        transition = self._feed(LinkInput.ack_timeout)
-        if transition.changed or self.machine.is_connected:
-            # Ping at once so the link comes back as soon as the peer answers.
+    def _ack_timed_out(self, message_id: str, number: object) -> None:
+        state = self.machine.state
+        if state in PEER_HEARD_STATES and not self.evidence.is_evidence(number):
+            # Sent before the peer was heard again, or a later frame was acked since:
+            # the peer is there; this one frame got no ack.  The caller's Deferred still fails.
+            self.stats.ack_timeouts_discounted += 1
+            self.log.info(
+                "link {link_name}: no ack for {message_id}, but the peer answered since it was sent; link stays {state}",
+                link_name=self.link_name,
+                message_id=message_id,
+                state=state.value,
+            )
+            return
+        if state in PEER_HEARD_STATES:
+            self.stats.ack_timeouts_counted += 1
+            self.log.warn(
+                "link {link_name}: no ack for {message_id} within the ack timeout",
+                link_name=self.link_name,
+                message_id=message_id,
+            )
+            self._feed(LinkInput.ack_timeout)
+        if self.machine.is_connected:
+            # Keep one probe outstanding so the link comes back as soon as the peer answers.
             self.liveness.ping_now()
 
     def _deadline_expired(self) -> None:

@@ -34,6 +34,22 @@ subscription refused or lost) forgets the subscriptions.  Every input is legal i
 every state: an input that changes nothing (late, duplicate, or meaningless in
 that state) returns a :class:`Transition` with ``changed`` false, never an exception.
 
+.. rubric:: Which ack timeouts count
+
+``ack_timeout`` means "the peer, as last heard, has gone silent", so the link feeds
+it only when a timeout is evidence of that (:class:`AckEvidence` decides; it is pure
+too).  A timeout of a frame that was sent
+
+* before the peer was last heard again (a ping sent while we waited for the peer,
+  or before a broker reconnect, whose ack was lost with the old connection), or
+* before an ack that has since arrived (the peer acks later frames: this one frame
+  was lost, or the peer's application refused it)
+
+is not evidence.  It still fails that frame's Deferred with ``AckTimeout`` (the
+outbox retries, then parks, such an event), and it is counted as discounted in the
+link's stats, but the link stays ``active``.  Every other timeout is fed as
+``ack_timeout``.
+
 Note that ``broker_connected`` is a no-op in ``not_started``: a link started on a
 broker connection that is already connected must feed ``broker_connected`` (and
 ``fully_subscribed`` when so) right after ``start``.
@@ -139,6 +155,8 @@ __all__ = [
     "COMM_PEER_ACTIVE",
     "COMM_RESPONSE_TIMEOUT",
     "CONNECTED_STATES",
+    "PEER_HEARD_STATES",
+    "AckEvidence",
     "TRANSITIONS",
     "LinkInput",
     "LinkMachine",
@@ -207,6 +225,55 @@ CONNECTED_STATES: frozenset[LinkState] = frozenset(
     }
 )
 """States in which the broker connection is up: the link may publish."""
+
+
+PEER_HEARD_STATES: frozenset[LinkState] = frozenset({LinkState.awaiting_setup, LinkState.active})
+"""States in which the peer counts as heard."""
+
+
+@attrs.define
+class AckEvidence:
+    """Decides whether an ack timeout is evidence that the peer has gone silent (see the module docstring).
+
+    Frames are numbered in send order: :meth:`frame_sent` returns the number to give the
+    ack tracker; :meth:`ack_received` and :meth:`peer_heard_again` record how far the
+    sending had got when an ack arrived and when the peer was heard again.
+
+    >>> e = AckEvidence()
+    >>> ping = e.frame_sent()          # sent while waiting for the peer
+    >>> e.peer_heard_again()           # the peer appears: the link becomes active
+    >>> e.is_evidence(ping)
+    False
+    >>> event = e.frame_sent()
+    >>> e.is_evidence(event)           # nothing heard since it was sent
+    True
+    """
+
+    sent: int = 0
+    """Ack-required frames sent so far."""
+    acked_through: int = 0
+    """How many frames had been sent when the latest ack arrived."""
+    heard_from: int = 0
+    """How many frames had been sent when the peer was last heard again."""
+
+    def frame_sent(self) -> int:
+        """Number the next ack-required frame."""
+        self.sent += 1
+        return self.sent
+
+    def ack_received(self) -> None:
+        """An ack arrived: every frame sent so far was sent before it."""
+        self.acked_through = self.sent
+
+    def peer_heard_again(self) -> None:
+        """The link entered a state where the peer is heard, from one where it was not."""
+        self.heard_from = self.sent
+
+    def is_evidence(self, number: object) -> bool:
+        """True if the timeout of frame ``number`` should count against the link."""
+        if not isinstance(number, int):
+            return True
+        return number > self.acked_through and number > self.heard_from
 
 
 @attrs.frozen
