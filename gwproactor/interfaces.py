@@ -185,6 +185,27 @@ class IEventStore(Interface):
     def set_aside(event_id, reason):
         """Remove a pending event that cannot be sent (undecodable), keeping its bytes aside for inspection."""
 
+    def park(event_id, reason, payload=None):
+        """Keep an event the peer cannot accept out of the pending events, in the parked area.
+
+        Without ``payload``: the pending event ``event_id`` leaves the pending events (raise
+        EventNotFound if it is not pending, CorruptRecord if it cannot be read).  With ``payload``:
+        an event received from a peer whose application refused it.  Parked events are never
+        dropped: :meth:`parked` lists them and :meth:`requeue` makes them pending again.
+        Returns True if the event was parked now, False if it was parked already.
+        """
+
+    def parked():
+        """Return the parked events as dicts (``id``, ``reason``, ``parked_at``, ``appended_at``, ``bytes``)."""
+
+    def requeue(event_ids=None):
+        """Make parked events (all, or the ids given) pending again.
+
+        Returns a Deferred that fires with the list of ids re-queued once they are durable
+        (an id that cannot be re-queued stays parked and is reported); errbacks with
+        EventNotFound, before changing anything, if an id given is not parked.
+        """
+
     def stats():
         """Return a dict of counters (pending, pending_bytes, oldest_age_s, set_aside, dropped, ...)."""
 

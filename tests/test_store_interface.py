@@ -224,3 +224,79 @@ def test_overlong_id_is_a_store_error(kind, tmp_path):
         h.append("i" * 70_000, b"x")
     assert h.store.pending_ids() == ["a"]
     h.store.close()
+
+
+def test_park_moves_a_pending_event_to_the_parked_area(harness):
+    """park(id) takes a pending event out of pending_ids, lists it in parked() with its reason, counts it."""
+    harness.append("a", b'{"TypeName": "x"}')
+    harness.append("b")
+    assert harness.store.park("a", "refused by the peer") is True
+    assert harness.store.pending_ids() == ["b"]
+    [entry] = harness.store.parked()
+    assert (entry["id"], entry["reason"], entry["bytes"]) == ("a", "refused by the peer", len(b'{"TypeName": "x"}'))
+    assert entry["parked_at"] > 1_000_000_000  # wall time, not the test clock
+    assert harness.store.stats()["parked"] == 1
+    assert harness.store.stats()["pending_bytes"] == record_size("b", b'{"TypeName": "t"}')
+    with pytest.raises(EventNotFound):
+        harness.store.park("a", "again")
+
+
+def test_park_with_payload_keeps_an_event_that_was_never_pending(harness):
+    """park(id, reason, payload) keeps a received event the application refused; a second park is a no-op."""
+    assert harness.store.park("r", "handle_event failed", b'{"TypeName": "y"}') is True
+    assert harness.store.park("r", "handle_event failed", b'{"TypeName": "y"}') is False
+    assert harness.store.pending_ids() == []
+    assert [e["id"] for e in harness.store.parked()] == ["r"]
+
+
+def test_requeue_makes_parked_events_pending_again(harness):
+    """requeue() appends parked events again (same id and bytes) and empties the parked area."""
+    harness.append("a", b'{"TypeName": "x"}')
+    harness.store.park("a", "why")
+    harness.store.park("r", "why", b'{"TypeName": "y"}')
+    assert sorted(harness.result(harness.store.requeue())) == ["a", "r"]
+    assert sorted(harness.store.pending_ids()) == ["a", "r"]
+    assert harness.store.read("a") == b'{"TypeName": "x"}'
+    assert harness.store.read("r") == b'{"TypeName": "y"}'
+    assert harness.store.parked() == []
+
+
+def test_requeue_of_an_unknown_id_changes_nothing(harness):
+    """requeue(["nope"]) errbacks with EventNotFound and leaves the parked area as it was."""
+    harness.store.park("r", "why", b"{}")
+    with pytest.raises(EventNotFound):
+        harness.result(harness.store.requeue(["r", "nope"]))
+    assert [e["id"] for e in harness.store.parked()] == ["r"]
+    assert harness.store.pending_ids() == []
+
+
+def test_parked_events_survive_reopening(tmp_path):
+    """The file store's parked events are still listed, and re-queueable, after close and reopen."""
+    h = Harness("file", tmp_path)
+    h.append("a", b'{"TypeName": "x"}')
+    h.store.park("a", "why")
+    h.store.park("r", "why", b'{"TypeName": "y"}')
+    h.result(h.store.close())
+    h.store = h.make()
+    assert h.store.pending_ids() == []
+    assert sorted(e["id"] for e in h.store.parked()) == ["a", "r"]
+    assert sorted(h.result(h.store.requeue(["a"]))) == ["a"]
+    h.result(h.store.close())
+    h.store = h.make()
+    assert h.store.pending_ids() == ["a"] and [e["id"] for e in h.store.parked()] == ["r"]
+    h.store.close()
+
+
+def test_a_damaged_parked_file_is_reported_not_fatal(tmp_path):
+    """A parked record that fails its checks is reported at open; the store opens and the rest is listed."""
+    h = Harness("file", tmp_path)
+    h.store.park("r1", "why", b'{"TypeName": "y"}')
+    h.store.park("r2", "why", b'{"TypeName": "z"}')
+    h.result(h.store.close())
+    parked_dir = tmp_path / "store" / "parked"
+    victim = sorted(parked_dir.glob("*.event"))[0]
+    victim.write_bytes(victim.read_bytes()[:-3] + b"xyz")
+    h.store = h.make()
+    assert len(h.store.parked()) == 1
+    assert any("parked event cannot be read" in s for s, _ in h.problems)
+    h.store.close()

@@ -19,6 +19,7 @@ SEGMENT_RE = re.compile(r"^seg-(\d{10})\.(log|ack)$")
 LOCK_NAME = "LOCK"
 RECEIVED_NAME = "received.log"
 SET_ASIDE_DIR = "set-aside"
+PARKED_DIR = "parked"
 TMP_SUFFIX = ".tmp"
 
 
@@ -100,7 +101,7 @@ def list_directory(directory: str) -> Listing:
         m = SEGMENT_RE.match(name)
         if m:
             listing.highest_number = max(listing.highest_number, int(m.group(1)))
-        if name == SET_ASIDE_DIR and stat.S_ISDIR(st.st_mode):
+        if name in (SET_ASIDE_DIR, PARKED_DIR) and stat.S_ISDIR(st.st_mode):
             continue
         if not stat.S_ISREG(st.st_mode):
             listing.bad.append((name, "not a regular file"))

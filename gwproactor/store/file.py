@@ -7,6 +7,7 @@ Directory layout (``docs/store.rst`` explains it at length)::
     seg-0000000001.ack      ack records (kind 2) naming the offset of an event record in seg-…1.log
     received.log            the received-id window (kind 3)
     set-aside/              what recovery or set_aside() took out of the log, for inspection
+    parked/                 events the peer could not accept, one file each, until re-queued
 
 Every record is one frame of :mod:`gwproactor.store._format` (magic, version, kind, length, time, id,
 data, CRC-32).  An event is pending while its segment's ack file holds no ack naming its offset.
@@ -34,7 +35,7 @@ from typing import Any
 from collections.abc import Callable
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -53,9 +54,10 @@ from gwproactor.store._common import (
     check_choice,
     report_problem,
 )
+from gwproactor.store._parked import ParkedArea
 from gwproactor.store._received import FileReceivedIds
 from gwproactor.store._recovery import RecoveryMixin, Segment
-from gwproactor.store._scan import LOCK_NAME, SET_ASIDE_DIR, segment_name
+from gwproactor.store._scan import LOCK_NAME, PARKED_DIR, SET_ASIDE_DIR, segment_name
 
 DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_GROUP_MS = 10.0
@@ -222,6 +224,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _fsync_thread: FsyncThread | None = attrs.field(init=False, default=None)
     received: FileReceivedIds | None = attrs.field(init=False, default=None)
     """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
+    _parked: ParkedArea | None = attrs.field(init=False, default=None)
     _index: PackedIndex = attrs.field(init=False, factory=lambda: PackedIndex())  # id -> (segment, offset, size, time)
     _segments: dict = attrs.field(init=False, factory=dict)
     _active: Segment | None = attrs.field(init=False, default=None)
@@ -287,6 +290,11 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         try:
             self._make_room_for(SET_ASIDE_DIR, stat.S_ISDIR)
             os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
+            self._make_room_for(PARKED_DIR, stat.S_ISDIR)
+            self._parked = ParkedArea(os.path.join(directory, PARKED_DIR), fsync=fsync)
+            self._parked.load()
+            for line in self._parked.problems:
+                report_problem(on_problem, "event store: a parked event cannot be read", line)
             self._recover()
             self.received = FileReceivedIds.open(directory, clock=clock, window=received_window, sync=sync,
                                                  group_ms=group_ms, fsync=fsync, on_problem=on_problem,
@@ -449,6 +457,68 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._forget(event_id, entry)
         self._set_aside += 1
 
+    def park(self, event_id: str, reason: str, payload: bytes | None = None) -> bool:
+        """Keep an event the peer cannot accept in ``parked/`` (see :class:`~gwproactor.interfaces.IEventStore`).
+
+        The parked copy is written and fsynced before a pending event leaves the log.
+
+        :raises EventNotFound: / :raises CorruptRecord: for a pending event that is missing / unreadable.
+        :raises StoreWriteError: if the parked copy cannot be written (the event stays as it was).
+        """
+        self._check_open()
+        entry = None
+        if payload is None:
+            payload = self.read(event_id)
+            entry = self._index.get(event_id)
+        try:
+            parked = self._parked.park(event_id, payload, reason, entry[3] if entry else None)
+        except OSError as e:
+            raise self._io_error("park", os.path.join(self._directory, PARKED_DIR), e) from e
+        if entry is not None:
+            del self._index[event_id]
+            self._forget(event_id, entry)
+        return parked
+
+    def parked(self) -> list[dict]:
+        """The parked events, oldest park first."""
+        self._check_open()
+        return self._parked.entries()
+
+    def requeue(self, event_ids: list[str] | None = None) -> Deferred:
+        """Append parked events to the log again; each leaves ``parked/`` once durable there."""
+        self._check_open()
+        ids = self._parked.ids() if event_ids is None else list(event_ids)
+        unknown = [i for i in ids if i not in self._parked]
+        if unknown:
+            return fail(EventNotFound(f"not parked: {', '.join(unknown[:5])}"))
+        appends = []
+        for event_id in ids:
+            try:
+                data = self._parked.read(event_id)
+            except (EventNotFound, CorruptRecord) as e:
+                report_problem(self._on_problem, "event store could not re-queue a parked event", str(e))
+                continue
+            appends.append(self.append(event_id, data).addCallback(self._requeued))
+        return DeferredList(appends, consumeErrors=True).addCallback(self._requeue_result)
+
+    def _requeued(self, event_id: str) -> str:
+        try:
+            self._parked.remove(event_id)
+        except OSError as e:
+            # Pending and still parked: a later requeue finds it pending already (a no-op append).
+            report_problem(self._on_problem, "event store could not remove a re-queued parked event", str(e))
+        return event_id
+
+    def _requeue_result(self, results: list) -> list[str]:
+        done = []
+        for ok, value in results:
+            if ok:
+                done.append(value)
+            else:
+                report_problem(self._on_problem, "event store could not re-queue a parked event",
+                               value.getErrorMessage())
+        return done
+
     def stats(self) -> dict:
         """Return the store's counters (see ``docs/store.rst``)."""
         oldest = next(iter(self._index.values()), None)
@@ -461,6 +531,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             "dropped": self._dropped,
             "rejected": self._rejected,
             "set_aside": self._set_aside,
+            "parked": len(self._parked) if self._parked is not None else 0,
             "corrupt_records": self._corrupt_records,
             "corrupt_files": self._corrupt_files,
             "write_errors": self._write_errors,

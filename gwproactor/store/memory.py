@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 import attrs
@@ -48,6 +49,7 @@ class MemoryEventStore(BoundedStore):
     set_aside_records: list[tuple[str, bytes, str]] = attrs.field(init=False, factory=list)
     """``(event_id, payload, reason)`` of every event set aside."""
     _events: OrderedDict = attrs.field(init=False, factory=OrderedDict)
+    _parked: dict = attrs.field(init=False, factory=dict)  # id -> (payload, info)
     _pending_bytes: int = attrs.field(init=False, default=0)
     _appended: int = attrs.field(init=False, default=0)
     _acked: int = attrs.field(init=False, default=0)
@@ -107,6 +109,45 @@ class MemoryEventStore(BoundedStore):
         self._pending_bytes -= entry[1]
         self.set_aside_records.append((event_id, entry[0], reason))
 
+    def park(self, event_id: str, reason: str, payload: bytes | None = None) -> bool:
+        """Move a pending event (or keep ``payload``) in the parked area (see :class:`IEventStore`)."""
+        self._check_open()
+        appended = None
+        if payload is None:
+            if event_id not in self._events:
+                raise EventNotFound(f"no pending event {event_id!r}")
+            data, _, appended = self._events[event_id]
+        else:
+            data = bytes(payload)
+        if event_id not in self._parked:
+            self._parked[event_id] = (data, {"id": event_id, "reason": reason, "parked_at": time.time(),
+                                             "appended_at": appended, "bytes": len(data)})
+            parked = True
+        else:
+            parked = False
+        if payload is None:
+            self._pending_bytes -= self._events.pop(event_id)[1]
+        return parked
+
+    def parked(self) -> list[dict]:
+        """The parked events, oldest park first."""
+        return [dict(info) for _, info in self._parked.values()]
+
+    def requeue(self, event_ids: list[str] | None = None) -> Deferred:
+        """Make parked events pending again (see :class:`IEventStore`)."""
+        ids = list(self._parked) if event_ids is None else list(event_ids)
+        unknown = [i for i in ids if i not in self._parked]
+        if unknown:
+            return fail(EventNotFound(f"not parked: {', '.join(unknown[:5])}"))
+        done = []
+        for event_id in ids:
+            ok: list = []
+            self.append(event_id, self._parked[event_id][0]).addCallbacks(ok.append, lambda f: None)
+            if ok:  # appends here fire at once; a refused one (store full) stays parked
+                del self._parked[event_id]
+                done.append(event_id)
+        return succeed(done)
+
     def stats(self) -> dict:
         """Return the same counters as the file store (disk counters are 0)."""
         oldest = next(iter(self._events.values()), None)
@@ -119,6 +160,7 @@ class MemoryEventStore(BoundedStore):
             "dropped": self._dropped,
             "rejected": self._rejected,
             "set_aside": len(self.set_aside_records),
+            "parked": len(self._parked),
             "corrupt_records": 0,
             "corrupt_files": 0,
             "write_errors": 0,
