@@ -239,6 +239,9 @@ class LinkSettings(_Settings):
     #: Most events per batched frame between two gwproactor peers (0: never batch, and do not announce it;
     #: use 0 on links to gridworks-proactor 4.x peers to keep them from seeing the announcement).
     batch_max: int = attrs.field(default=100, validator=_non_negative)
+    #: Sends of one event that get no ack, while the peer acks later events, before the event is parked
+    #: (kept in the store's parked area, reported, re-queueable; see ``docs/delivery.rst``).
+    park_after: int = attrs.field(default=3, validator=_positive)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -216,7 +216,12 @@ class Proactor(MultiService):
             if ls.upstream:
                 self.upstream = link
                 self.outbox = Outbox(
-                    store=self.store, link=link, codec=self.codec, window=ls.window, on_problem=self._problem_from
+                    store=self.store,
+                    link=link,
+                    codec=self.codec,
+                    window=ls.window,
+                    on_problem=self._problem_from,
+                    park_after=ls.park_after,
                 )
 
     # --- actors and routing ----------------------------------------------------
@@ -329,7 +334,14 @@ class Proactor(MultiService):
     # ILinkListener
 
     def link_transition(self, link: Link, transition: Any) -> None:
-        """Generate the comm events of a transition and call the activation hooks."""
+        """Generate the comm events of a transition and call the activation hooks.
+
+        Order matters: the outbox hears that the link left active before the transition's
+        comm events are stored (else it would send them on the dead link, and again after
+        reactivation), and it is activated after they are stored (they go with the backlog).
+        """
+        if transition.left_active and link is self.upstream and self.outbox is not None:
+            self.outbox.deactivated()
         for type_name in transition.comm_events:
             event = COMM_EVENT_TYPES[type_name](src=self.name, peer_name=link.link_name)
             self._generate_quietly(event)
@@ -339,8 +351,6 @@ class Proactor(MultiService):
                 self.outbox.activated()
             self._call_hook(self.link_activated, link)
         elif transition.left_active:
-            if link is self.upstream and self.outbox is not None:
-                self.outbox.deactivated()
             self._call_hook(self.link_deactivated, link, transition.input.value)
 
     def link_message(self, link: Link, message: Any) -> Any:
@@ -439,6 +449,45 @@ class Proactor(MultiService):
             self.outbox.added(event_id)
         return event_id
 
+    def requeue_parked(self, event_ids: list[str] | None = None) -> Deferred:
+        """Make parked events (all, or those named) pending again and deliver them.
+
+        With an upstream link they are sent again like any stored event.  At the top of the
+        tree (no upstream link) they are handed to :meth:`handle_event` again, with ``link``
+        ``None``, and parked again if it still fails.  Fires with the ids re-queued.
+        """
+        return self.store.requeue(event_ids).addCallback(self._requeued)
+
+    def _requeued(self, event_ids: list[str]) -> list[str]:
+        if self.outbox is not None:
+            for event_id in event_ids:
+                self.outbox.added(event_id)
+        elif self.upstream is None:
+            self._deliver_stored(event_ids)
+        return event_ids
+
+    def _deliver_stored(self, event_ids: list[str]) -> None:
+        """Without an upstream link: hand stored (re-queued) events to :meth:`handle_event`, ack or park each."""
+        for event_id in event_ids:
+            try:
+                event = self.codec.decode_payload(self.store.read(event_id))
+            except Exception as e:
+                self.log.error("stored event {event_id} cannot be read: {error}", event_id=event_id, error=str(e))
+                continue
+            d = maybeDeferred(self.handle_event, None, event)
+            d.addCallbacks(self._stored_handled, self._stored_refused, (event_id,), None, (event_id,))
+
+    def _stored_handled(self, _: Any, event_id: str) -> None:
+        self.store.ack(event_id)
+
+    def _stored_refused(self, failure: Failure, event_id: str) -> None:
+        self.counters["events_parked"] += 1
+        self.log.failure("handle_event refused re-queued event {event_id}; parked again", failure, event_id=event_id)
+        try:
+            self.store.park(event_id, f"handle_event failed: {failure.getErrorMessage()}"[:1000])
+        except Exception:
+            self.log.failure("could not park event {event_id} again", event_id=event_id)
+
     def _generate_quietly(self, event: Any) -> None:
         d = self.generate_event(event)
         d.addErrback(
@@ -483,6 +532,11 @@ class Proactor(MultiService):
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))
+        if self.upstream is None:
+            # Events re-queued from the parked area while we were stopped (gwproactor store requeue).
+            pending = self.store.pending_ids()
+            if pending:
+                self._deliver_stored(pending)
         if self.systemd is not None:
             self.systemd.startService()
 

@@ -192,7 +192,7 @@ def test_rejected_acceptance_not_acked(h: Harness) -> None:
 
 
 def test_ack_timeout_then_recovery(h: Harness) -> None:
-    """An ack timeout moves active → awaiting_peer with a response-timeout event, pings at once, and the ack recovers."""
+    """An ack timeout confirmed by an unanswered probe moves active → awaiting_peer; a ping's ack recovers."""
     h.activate()
     d = h.link.send(StartupEvent(src=CHILD_LONG))
     failures: list = []
@@ -200,6 +200,10 @@ def test_ack_timeout_then_recovery(h: Harness) -> None:
     h.sent()
     h.clock.advance(ACK_TIMEOUT)
     assert failures and failures[0].check(AckTimeout)
+    assert h.link.state is LinkState.active  # not yet: a probe went out
+    probe = [m for m in h.sent() if m.header.message_type == "gridworks.ping"]
+    assert len(probe) == 1 and h.link.stats.probes == 1
+    h.clock.advance(ACK_TIMEOUT)  # the probe got no ack either
     assert h.link.state is LinkState.awaiting_peer
     assert h.listener.comm_events()[-1] == "gridworks.event.comm.response.timeout"
     pings = [m for m in h.sent() if m.header.message_type == "gridworks.ping"]

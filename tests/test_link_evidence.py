@@ -77,6 +77,8 @@ def test_timeout_with_nothing_heard_since_still_counts() -> None:
     d = h.link.send(ProblemEvent(src="x", problem_type="warning", summary="s", details=""))
     d.addErrback(lambda f: f.trap(AckTimeout, Exception))
     h.clock.advance(ACK_TIMEOUT)
+    assert h.link.state is LinkState.active and h.link.stats.probes == 1  # confirming first
+    h.clock.advance(ACK_TIMEOUT)
     assert h.link.state is LinkState.awaiting_peer
     assert h.link.stats.ack_timeouts_counted == 1
 
@@ -90,7 +92,24 @@ def test_a_peer_that_talks_but_never_acks_still_takes_the_link_down() -> None:
     h.clock.advance(1)
     h.from_peer(Ping())  # heard, but no ack of ours
     h.clock.advance(ACK_TIMEOUT - 1)
+    h.from_peer(Ping())  # still heard; the probe is not acked either
+    h.clock.advance(ACK_TIMEOUT)
     assert h.link.state is LinkState.awaiting_peer
+
+
+def test_a_lone_unacked_frame_is_confirmed_by_a_probe_and_the_link_stays_active() -> None:
+    """Nothing acked since a frame timed out: a probe goes out; its ack keeps the link active."""
+    h = Harness()
+    h.activate()
+    d = h.link.send(ProblemEvent(src="x", problem_type="warning", summary="refused", details=""))
+    d.addErrback(lambda f: None)
+    h.sent()
+    h.clock.advance(ACK_TIMEOUT)
+    [probe] = _pings(h)
+    h.ack_from_peer(probe.header.message_id)
+    h.clock.advance(ACK_TIMEOUT)
+    assert h.link.state is LinkState.active
+    assert (h.link.stats.probes, h.link.stats.ack_timeouts_counted) == (1, 0)
 
 
 def test_one_unacked_frame_among_acked_ones_keeps_the_link_active() -> None:

@@ -195,23 +195,27 @@ def test_ack_timeout_resends_and_dedups() -> None:
     p = Pair()
     p.start()
     parent_link = p.parent.links["child"]
-    parent_link.instrument.hold_acks = True
+    p.clock.advance(3)
+    parent_link.instrument.hold_outgoing = True  # the parent goes silent: acks and pings held
     for n in range(5):
         p.child.generate_event(event(SCADA1, n))
     p.turn()
-    p.clock.advance(5)  # ack timeout
-    assert p.child.links["parent"].state is not LinkState.active
+    p.clock.advance(5)  # t=8, ack timeout: the child probes the parent
+    p.clock.advance(5)  # t=13, the probe's ack is held too
     assert ("parent", "ack_timeout") in p.child.deactivations
-    parent_link.instrument.held_acks.clear()  # those acks are lost
-    parent_link.instrument.hold_acks = False
-    p.clock.advance(5)  # the ping sent at the timeout also lost its ack; the next one gets through
+    assert p.child.links["parent"].state is LinkState.awaiting_peer
+    parent_link.instrument.held_outgoing.clear()  # those acks are lost
+    parent_link.instrument.hold_outgoing = False
+    p.clock.advance(5)  # the next probe is acked: active again
     p.turn(20)
     assert p.child.links["parent"].state is LinkState.active
     assert p.child.store.pending_ids() == []
     got = [e.summary for e in p.parent.app_events() if e.type_name == "gridworks.event.problem"]
     assert got == [f"event {n}" for n in range(5)]
-    assert p.child.outbox.stats.resent >= 5
-    assert p.parent.counters["duplicates_dropped"] >= 5
+    # Every event sent again had a cause (timeout or link loss), and each reached the parent twice.
+    stats = p.child.outbox.stats
+    assert stats.resent >= 1 and stats.resent_without_cause == 0
+    assert p.parent.counters["duplicates_dropped"] == stats.resent
 
 
 def test_comm_events_travel_upstream() -> None:

@@ -25,6 +25,11 @@ class Inbox:
       store, then forwarded; otherwise once ``handle_event`` has returned.
     * A batch is accepted when every event in it is; an undecodable event in a
       batch is reported and skipped (re-sending would not make it decodable).
+    * An event whose ``handle_event`` fails is *parked* in the local store (kept,
+      listed by ``gwproactor store parked``, re-queued by ``gwproactor store
+      requeue``), reported as a problem event, and acked: re-sending it would not
+      make the application accept it, and the sender must not retry it forever.
+      If even parking fails, the event is not acked (the sender tries again).
 
     :param proactor: the owning :class:`~gwproactor.proactor.Proactor` (its
         codec, store, counters, hooks and ``received_ids``).
@@ -62,6 +67,7 @@ class Inbox:
             accepted = p._store_event(event).addCallback(lambda _: self._handle_forwarded(link, event))
         else:
             accepted = maybeDeferred(p.handle_event, link, event)
+            accepted.addErrback(self._refused, link, event)
         self._accepting[event_id] = accepted
 
         def done(result: Any) -> Any:
@@ -115,6 +121,26 @@ class Inbox:
             msg=summary,
         )
         return p.generate_event(event)
+
+    def _refused(self, failure: Failure, link: Any, event: Any) -> None:
+        """``handle_event`` failed for ``event``: park it locally so it can be acked (or re-raise)."""
+        p = self.proactor
+        event_id = event.message_id
+        why = f"handle_event failed: {failure.type.__name__}: {failure.getErrorMessage()}"[:1000]
+        p.store.park(event_id, f"{why} (from link {link.link_name})", p.codec.encode_payload(event))
+        p.counters["events_parked"] += 1
+        self.log.failure(
+            "handle_event failed for event {event_id} from link {link_name}; parked and acked",
+            failure,
+            event_id=event_id,
+            link_name=link.link_name,
+        )
+        p.report_problem(
+            "error",
+            f"event from link {link.link_name} parked: the application refused it",
+            f"{event.type_name} {event_id}: {why}. "
+            "List parked events with 'gwproactor store parked', re-queue with 'gwproactor store requeue'.",
+        )
 
     def _duplicate(self, link: Any) -> None:
         self.proactor.counters["duplicates_dropped"] += 1

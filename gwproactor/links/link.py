@@ -75,6 +75,8 @@ class LinkStats:
     """Ack timeouts fed to the state machine (evidence that the peer went silent)."""
     ack_timeouts_discounted: int = 0
     """Ack timeouts of frames sent before the peer was heard again or before a later ack arrived: not evidence."""
+    probes: int = 0
+    """Pings sent to confirm an ack timeout before counting it (the peer answered, or the probe's timeout counted)."""
     dropped_by_instrumentation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -172,6 +174,7 @@ class Link(Service):
         self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
+        self._confirming: int | None = None  # the probe sent to confirm a suspicious ack timeout
         self.stats = LinkStats()
         self.instrument = LinkInstrumentation()
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
@@ -223,6 +226,8 @@ class Link(Service):
                 self.stats.comm_events[type_name] += 1
             if transition.new in PEER_HEARD_STATES and transition.old not in PEER_HEARD_STATES:
                 self.evidence.peer_heard_again()
+            if transition.new not in PEER_HEARD_STATES:
+                self._confirming = None
             if transition.left_active:
                 self.last_down_reason = link_input.value
                 self.log.warn(
@@ -338,6 +343,7 @@ class Link(Service):
             # link, the outbox then loads a store that no longer holds the acked event.
             message_id = payload.ack_message_id
             self.evidence.ack_received()
+            self._confirming = None  # whatever was suspected, the peer is answering
             in_time = self.acks.is_expected(message_id)
             self.acks.acked(message_id)
             try:
@@ -483,6 +489,15 @@ class Link(Service):
         d = self.send(Ping())
         d.addErrback(lambda f: f.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed))
 
+    def probe(self) -> None:
+        """Ping the peer now (while connected), e.g. after re-sending a frame whose ack timed out.
+
+        The ping's ack arrives after the frame was sent, so if the peer is there, the frame's
+        own timeout is not mistaken for the peer going silent.
+        """
+        if self.machine.is_connected:
+            self.liveness.ping_now()
+
     # --- timers -----------------------------------------------------------------
 
     def _ack_timed_out(self, message_id: str, number: object) -> None:
@@ -499,9 +514,26 @@ class Link(Service):
             )
             return
         if state in PEER_HEARD_STATES:
+            if self._confirming is not None and number != self._confirming:
+                return  # a probe is out: its own timeout decides
+            if self._confirming is None:
+                # Nothing was acked since this frame went out: ask the peer once more before
+                # counting it, so one frame the peer refuses is not taken for a silent peer.
+                before = self.evidence.sent
+                self.liveness.ping_now()
+                if self.evidence.sent > before:
+                    self._confirming = self.evidence.sent
+                    self.stats.probes += 1
+                    self.log.info(
+                        "link {link_name}: no ack for {message_id}; probing the peer",
+                        link_name=self.link_name,
+                        message_id=message_id,
+                    )
+                    return
+            self._confirming = None
             self.stats.ack_timeouts_counted += 1
             self.log.warn(
-                "link {link_name}: no ack for {message_id} within the ack timeout",
+                "link {link_name}: no ack for {message_id} within the ack timeout, nor for a probe after it",
                 link_name=self.link_name,
                 message_id=message_id,
             )

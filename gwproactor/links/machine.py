@@ -47,8 +47,11 @@ too).  A timeout of a frame that was sent
 
 is not evidence.  It still fails that frame's Deferred with ``AckTimeout`` (the
 outbox retries, then parks, such an event), and it is counted as discounted in the
-link's stats, but the link stays ``active``.  Every other timeout is fed as
-``ack_timeout``.
+link's stats, but the link stays ``active``.  Any other timeout is first confirmed:
+the link sends one ping (a *probe*) and feeds ``ack_timeout`` only if that probe
+times out too, with no ack received meanwhile.  So a peer that went silent is
+noticed within two ack timeouts (or the receive deadline, whichever comes first),
+and a single frame the peer never acks does not take the link out of ``active``.
 
 Note that ``broker_connected`` is a no-op in ``not_started``: a link started on a
 broker connection that is already connected must feed ``broker_connected`` (and

@@ -6,6 +6,17 @@ active it loads the store's pending ids; new durable events are added as they
 arrive; each ack removes the event from the store and lets the next one go.
 When the link leaves active the window is forgotten: everything unacked is
 still in the store and goes again on the next activation.
+
+An event is published again only with a cause between the two sends: its ack
+timed out, its publish failed, or the link went down while it was in flight
+(``resent``).  Anything else would be a bug, counted as ``resent_without_cause``.
+
+An ack timeout that leaves the link active (the peer acks later events, see
+:class:`~gwproactor.links.machine.AckEvidence`) means the peer did not accept this
+one event.  It is sent again, alone, up to ``park_after`` times in all; then it is
+*parked*: moved out of the pending events into the store's parked area (listed by
+``gwproactor store parked``, re-queued by ``gwproactor store requeue``), reported
+as a problem event, and the events behind it keep flowing.
 """
 
 from __future__ import annotations
@@ -36,7 +47,13 @@ class OutboxStats:
     reuploaded: int = 0
     """Events sent that were already stored when the link (re)became active: the backlog."""
     resent: int = 0
-    """Events sent more than once (their first send was not acked in time)."""
+    """Events sent again after a cause: their ack timed out, their publish failed, or the link went down."""
+    resent_without_cause: int = 0
+    """Events sent again with no such cause in between (a bug if ever non-zero)."""
+    retried: int = 0
+    """Events sent again while the link stayed active (their ack timed out; later events were acked)."""
+    parked: int = 0
+    """Events parked after ``park_after`` unacked attempts while later events were acked."""
     set_aside: int = 0
     """Stored events that could not be read or decoded, moved aside instead of sent."""
     send_failures: int = 0
@@ -58,7 +75,8 @@ class Outbox:
     :param link: the upstream :class:`~gwproactor.links.link.Link` (``send``, ``is_active``).
     :param codec: decodes stored payloads.
     :param window: most events sent and not yet acked.
-    :param on_problem: ``on_problem(problem_type, summary, details)`` for events set aside.
+    :param on_problem: ``on_problem(problem_type, summary, details)`` for events set aside or parked.
+    :param park_after: sends of one event without an ack, while later events are acked, before it is parked.
     """
 
     store: Any
@@ -66,11 +84,17 @@ class Outbox:
     codec: Any
     window: int = 50
     on_problem: Callable[[str, str, str], Any] = lambda problem_type, summary, details: None
+    park_after: int = 3
     stats: OutboxStats = attrs.field(factory=OutboxStats)
     _queue: deque = attrs.field(factory=deque, init=False)
     _in_flight: dict = attrs.field(factory=dict, init=False)
     _backlog_last: str | None = attrs.field(default=None, init=False)
-    _sent_before: set = attrs.field(factory=set, init=False)
+    # Events sent and not yet acked -> whether a cause to send them again happened since their last send.
+    _sends: dict = attrs.field(factory=dict, init=False)
+    # Events whose ack timed out while the link stayed active -> how many sends had no ack.
+    _attempts: dict = attrs.field(factory=dict, init=False)
+    # Events to send alone, not in a batch (a batch of theirs timed out while the link stayed active).
+    _solo: set = attrs.field(factory=set, init=False)
     _active: bool = attrs.field(default=False, init=False)
     _pumping: bool = attrs.field(default=False, init=False)
     _batches: dict = attrs.field(factory=dict, init=False)
@@ -80,6 +104,8 @@ class Outbox:
     def __attrs_post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"outbox window must be >= 1, got {self.window!r}")
+        if self.park_after < 1:
+            raise ValueError(f"outbox park_after must be >= 1, got {self.park_after!r}")
 
     @property
     def in_flight(self) -> int:
@@ -114,7 +140,9 @@ class Outbox:
     def deactivated(self) -> None:
         """The link left active: forget the window; the store keeps everything unacked."""
         self._active = False
-        self._sent_before.update(self._in_flight)
+        for event_id in self._in_flight:
+            self._sends[event_id] = True  # the link went down with it in flight
+        self._attempts.clear()  # an event is parked only for timeouts within one active period
         self._forget_batches()
         self._in_flight.clear()
         self._queue.clear()
@@ -160,7 +188,12 @@ class Outbox:
                 self.stats.acked += 1
             else:
                 self.stats.late_acked += 1
-        self._sent_before.discard(event_id)
+        self._forget_sends(event_id)
+
+    def _forget_sends(self, event_id: str) -> None:
+        self._sends.pop(event_id, None)
+        self._attempts.pop(event_id, None)
+        self._solo.discard(event_id)
 
     def pump(self) -> None:
         """Send queued events while the window has room."""
@@ -169,7 +202,7 @@ class Outbox:
         self._pumping = True
         try:
             while self._active and self._queue:
-                if self.link.peer_accepts_batches:
+                if self.link.peer_accepts_batches and self._queue[0] not in self._solo:
                     if len(self._batches) >= self.batch_frames_limit:
                         break
                     if self._batches and len(self._queue) < self.link.batch_max:
@@ -186,8 +219,10 @@ class Outbox:
             self._pumping = False
 
     def _next_ids(self, limit: int) -> list[str]:
-        queue = self._queue
-        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+        queue, solo, ids = self._queue, self._solo, []
+        while queue and len(ids) < limit and queue[0] not in solo:
+            ids.append(queue.popleft())
+        return ids
 
     def _count_sent(self, event_id: str) -> None:
         self.stats.sent += 1
@@ -195,8 +230,14 @@ class Outbox:
             self.stats.reuploaded += 1
             if event_id == self._backlog_last:
                 self._backlog_last = None
-        if event_id in self._sent_before:
-            self.stats.resent += 1
+        cause = self._sends.get(event_id)
+        if cause is not None:
+            if cause:
+                self.stats.resent += 1
+            else:
+                self.stats.resent_without_cause += 1
+                self.log.error("event {event_id} sent again without an ack timeout or link loss since", event_id=event_id)
+        self._sends[event_id] = False
 
     def _send_batch(self) -> None:
         ids, stored = [], []
@@ -225,11 +266,18 @@ class Outbox:
         failure.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed)
         self.stats.send_failures += 1
         ids = self._batches.pop(batch_id, None) or []
+        retry = []
         for event_id in ids:
             if self._in_flight.pop(event_id, None) is not None:
-                self._sent_before.add(event_id)
+                self._sends[event_id] = True
+                retry.append(event_id)
         if self._active and not self.link.is_active:
             self.deactivated()
+        elif self._active and failure.check(AckTimeout):
+            # The peer acks other frames: send these again one by one, so that one event the
+            # peer refuses is found and parked without holding back the others.
+            self._solo.update(retry)
+            self._retry(retry)
 
     def _send(self, event_id: str) -> None:
         try:
@@ -253,17 +301,52 @@ class Outbox:
     def _send_failed(self, failure: Failure, event_id: str) -> None:
         failure.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed)
         self.stats.send_failures += 1
-        if self._in_flight.pop(event_id, None) is not None:
-            self._sent_before.add(event_id)
-            # Still in the store: it goes again when the link is active again
-            # (an ack timeout takes the link out of active).
-            if self._active and not self.link.is_active:
-                self.deactivated()
+        if self._in_flight.pop(event_id, None) is None:
+            return
+        self._sends[event_id] = True
+        # Still in the store: it goes again when the link is active again.
+        if self._active and not self.link.is_active:
+            self.deactivated()
+        elif self._active and failure.check(AckTimeout):
+            # The link stayed active: the peer acks later events but not this one.
+            attempts = self._attempts.get(event_id, 0) + 1
+            self._attempts[event_id] = attempts
+            if attempts >= self.park_after:
+                self._park(event_id, attempts)
+            else:
+                self._retry([event_id])
+
+    def _retry(self, event_ids: list[str]) -> None:
+        """Send ``event_ids`` again ahead of the queue (oldest first), while the link stays active."""
+        self.stats.retried += len(event_ids)
+        self._queue.extendleft(reversed(event_ids))
+        self.pump()
+        # With nothing else to send, the ack of this probe is what shows the peer is there.
+        self.link.probe()
+
+    def _park(self, event_id: str, attempts: int) -> None:
+        self._forget_sends(event_id)
+        reason = f"sent {attempts} times without an ack while the peer acked later events"
+        try:
+            self.store.park(event_id, reason)
+        except EventNotFound:
+            self._skipped(event_id)
+            self.pump()
+            return
+        self.stats.parked += 1
+        self.log.error("event {event_id} parked: {reason}", event_id=event_id, reason=reason)
+        self.on_problem(
+            "error",
+            f"event parked on link {self.link.link_name}",
+            f"event {event_id} {reason}; {self.stats.parked} parked so far. "
+            "List them with 'gwproactor store parked', re-queue with 'gwproactor store requeue'.",
+        )
+        self.pump()
 
     def _skipped(self, event_id: str) -> None:
         # The event left the store without our ack (dropped by the full policy, or acked late):
-        # forget its resend bookkeeping too, or _sent_before would grow with every such event.
-        self._sent_before.discard(event_id)
+        # forget its resend bookkeeping too, or it would grow with every such event.
+        self._forget_sends(event_id)
         if event_id == self._backlog_last:
             self._backlog_last = None
 
