@@ -126,3 +126,51 @@ def test_standalone_module(store_dir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "0 problems" in proc.stdout
+
+
+def _parked_store(tmp_path):
+    directory = tmp_path / "parked-store"
+    store = FileEventStore.open(str(directory), clock=Clock(), sync="never")
+    store.append("e1", json.dumps({"TypeName": "gridworks.event.problem"}).encode())
+    store.append("e2", b"{}")
+    store.park("e1", "refused by the peer")
+    store.park("r1", "handle_event failed", json.dumps({"TypeName": "gridworks.event.x"}).encode())
+    store.close()
+    return directory
+
+
+def test_parked_lists_without_modifying(tmp_path, capsys):
+    """`store parked --json` lists every parked event with its reason and type, and changes nothing."""
+    directory = _parked_store(tmp_path)
+    before = snapshot(directory)
+    assert main(["parked", str(directory), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted((e["id"], e["type_name"]) for e in report["parked"]) == [
+        ("e1", "gridworks.event.problem"), ("r1", "gridworks.event.x")]
+    assert snapshot(directory) == before
+
+
+def test_requeue_makes_parked_events_pending(tmp_path, capsys):
+    """`store requeue --id` re-queues one parked event; `--all` the rest; the store then holds them pending."""
+    directory = _parked_store(tmp_path)
+    assert main(["requeue", str(directory), "--id", "r1"]) == 0
+    assert "1 events re-queued" in capsys.readouterr().out
+    assert main(["requeue", str(directory), "--all"]) == 0
+    store = FileEventStore.open(str(directory), clock=Clock(), sync="never")
+    try:
+        assert sorted(store.pending_ids()) == ["e1", "e2", "r1"] and store.parked() == []
+    finally:
+        store.close()
+
+
+def test_requeue_refuses_a_store_in_use_and_unknown_ids(tmp_path, capsys):
+    """`store requeue` exits 2 with a clear line when the store is locked or an id is not parked."""
+    directory = _parked_store(tmp_path)
+    assert main(["requeue", str(directory), "--id", "nope"]) == 2
+    assert "not parked: nope" in capsys.readouterr().err
+    store = FileEventStore.open(str(directory), clock=Clock(), sync="never")
+    try:
+        assert main(["requeue", str(directory), "--all"]) == 2
+        assert "stop the process" in capsys.readouterr().err
+    finally:
+        store.close()

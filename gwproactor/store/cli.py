@@ -1,7 +1,10 @@
-"""``gwproactor store inspect | verify | export DIR``: read-only tools for an event store directory.
+"""``gwproactor store inspect | verify | export | parked | requeue DIR``: tools for an event store directory.
 
-None of them modifies the store (no lock is taken, nothing is moved aside), so they may run next to
-a live process; what they see is then a snapshot that may be slightly behind.
+``inspect``, ``verify``, ``export`` and ``parked`` never modify the store (no lock is taken, nothing is
+moved aside), so they may run next to a live process; what they see is then a snapshot that may be
+slightly behind.  ``requeue`` makes parked events pending again: it takes the store's lock, so the
+process that owns the store must be stopped (the running process can do the same through
+``Proactor.requeue_parked``).
 Standalone: ``python -m gwproactor.store.cli inspect DIR``.
 """
 
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 from gwproactor.store import _format
 from gwproactor.store._scan import (
+    PARKED_DIR,
     RECEIVED_NAME,
     SET_ASIDE_DIR,
     SegmentScan,
@@ -47,13 +51,19 @@ def _add_commands(sub) -> None:
         ("inspect", cmd_inspect, "counts, bytes, oldest/newest pending event, pending events per TypeName"),
         ("verify", cmd_verify, "check every record; exit status 1 if anything is corrupt"),
         ("export", cmd_export, "pending events as JSON lines on stdout (id, payload, appended time)"),
+        ("parked", cmd_parked, "parked events (the peer could not accept them): id, reason, times"),
+        ("requeue", cmd_requeue, "make parked events pending again (the owning process must be stopped)"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("directory", help="the event store directory")
         p.add_argument("--progress", action="store_true",
                        help=f"report progress on stderr every {PROGRESS_EVERY} records (default: when stderr is a TTY)")
-        if name == "inspect":
-            p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        if name in ("inspect", "parked"):
+            p.add_argument("--json", action="store_true", help="print the report as JSON")
+        if name == "requeue":
+            which = p.add_mutually_exclusive_group(required=True)
+            which.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID", help="a parked event id (repeatable)")
+            which.add_argument("--all", action="store_true", help="every parked event")
         p.set_defaults(func=func)
 
 
@@ -186,6 +196,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             problems.append(f"{RECEIVED_NAME}: unreadable ({e})")
     aside_dir = os.path.join(args.directory, SET_ASIDE_DIR)
     aside = sorted(os.listdir(aside_dir)) if os.path.isdir(aside_dir) else []
+    parked_dir = os.path.join(args.directory, PARKED_DIR)
+    parked = [n for n in os.listdir(parked_dir) if n.endswith(".event")] if os.path.isdir(parked_dir) else []
     report = {
         "directory": args.directory,
         "segments": len(listing.logs),
@@ -197,6 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "types": dict(types.most_common()),
         "received_ids": received,
         "set_aside_entries": len(aside),
+        "parked": len(parked),
         "problems": problems,
     }
     if getattr(args, "json", False):
@@ -209,6 +222,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"newest appended:  {report['newest_appended']}")
     print(f"received ids:     {received}")
     print(f"set-aside:        {len(aside)} entries")
+    print(f"parked:           {len(parked)} events (see 'parked')")
     print("pending by TypeName:")
     for name, count in types.most_common():
         print(f"  {count:>10}  {name}")
@@ -257,6 +271,73 @@ def cmd_export(args: argparse.Namespace) -> int:
         out.write(json.dumps(line) + "\n")
     for p in problems:
         print(f"gwproactor store export: skipped {p}", file=sys.stderr)
+    return 0
+
+
+@_store_command
+def cmd_parked(args: argparse.Namespace) -> int:
+    """List the parked events of ``args.directory`` (read-only)."""
+    from gwproactor.store._parked import ParkedArea
+
+    area = ParkedArea(os.path.join(args.directory, PARKED_DIR))
+    if os.path.isdir(os.path.join(args.directory, PARKED_DIR)):
+        area.load()
+    entries = area.entries()
+    for entry in entries:
+        entry["parked_iso"] = _iso(entry["parked_at"])
+        try:
+            entry["type_name"] = _type_name(area.read(entry["id"]))
+        except Exception:
+            entry["type_name"] = UNDECODABLE
+    if getattr(args, "json", False):
+        print(json.dumps({"parked": entries, "problems": area.problems}, indent=2))
+        return 0
+    print(f"{len(entries)} parked events in {args.directory}")
+    for entry in entries:
+        print(f"  {entry['id']}  {entry['parked_iso']}  {entry['type_name']}  {entry['reason']}")
+    for line in area.problems:
+        print(f"  unreadable: {line}")
+    return 0
+
+
+class _WallClock:
+    """The store's clock for a one-off command: wall time, no timers (sync ``always`` needs none)."""
+
+    @staticmethod
+    def seconds() -> float:
+        import time
+
+        return time.time()
+
+    def callLater(self, delay: float, f: Callable, *args, **kwargs):  # pragma: no cover - not used with sync always
+        raise RuntimeError("no timers in the store CLI")
+
+
+@_store_command
+def cmd_requeue(args: argparse.Namespace) -> int:
+    """Make parked events of ``args.directory`` pending again; status 2 if the store is in use."""
+    from gwproactor.errors import EventNotFound
+    from gwproactor.store import FileEventStore
+    from gwproactor.store._common import StoreLocked
+
+    try:
+        store = FileEventStore.open(args.directory, clock=_WallClock(), sync="always")
+    except StoreLocked as e:
+        print(f"gwproactor store requeue: {e}; stop the process that uses it first", file=sys.stderr)
+        return 2
+    results: list = []
+    try:
+        store.requeue(None if args.all else args.ids).addBoth(results.append)
+    finally:
+        store.close()
+    result = results[0] if results else None
+    if not isinstance(result, list):
+        if result is not None and result.check(EventNotFound):
+            print(f"gwproactor store requeue: {result.getErrorMessage()}; nothing re-queued", file=sys.stderr)
+            return 2
+        print(f"gwproactor store requeue failed: {result}", file=sys.stderr)
+        return 1
+    print(f"{len(result)} events re-queued")
     return 0
 
 
