@@ -4,7 +4,9 @@ Fixtures: ``test_certs`` (session), ``private_broker`` (session), ``fresh_broker
 (factory, per test), ``pair`` and ``tree`` (live proactors, see :mod:`gwproactor_test.live`), ``clock``. Options
 ``--gwp-verbose-child`` / ``--gwp-verbose-parent`` / ``--gwp-verbose=ROLES`` and ``--gwp-log-level`` echo proactor
 logs; a failing test gets each proactor's captured log lines attached to its report. Live fixtures skip when Mosquitto is missing, or fail if ``GWPROACTOR_REQUIRE_MOSQUITTO=1``.
-The ``live`` marker labels tests that talk to a real broker.
+The ``live`` marker labels tests that talk to a real broker.  Every test is checked by the delivery guard
+(:mod:`gwproactor_test.guard`): an outbox that sent an event twice without a cause fails it, unless the test is
+marked ``gwp_allow_resent_without_cause``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,30 @@ FaultProxyFactory = Callable[[str, int], FaultProxy]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``live`` marker."""
+    """Register the markers and start the delivery guard."""
+    from gwproactor_test.guard import start_watching
+
     config.addinivalue_line(
         "markers",
         "live: the test uses real sockets and a private Mosquitto broker (gwproactor_test)",
     )
+    config.addinivalue_line(
+        "markers",
+        "gwp_allow_resent_without_cause: the test provokes resent_without_cause on purpose (gwproactor_test guard)",
+    )
+    start_watching()
+
+
+@pytest.fixture(autouse=True)
+def _gwp_delivery_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if an outbox built during it sent an event twice without a cause."""
+    from gwproactor_test.guard import offenders, take_outboxes
+
+    take_outboxes()
+    yield
+    bad = offenders(take_outboxes())
+    if bad and request.node.get_closest_marker("gwp_allow_resent_without_cause") is None:
+        pytest.fail("delivery guard: " + "; ".join(bad), pytrace=False)
 
 
 def require_mosquitto() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet.defer import fail
 
 from gwproactor.links.machine import LinkState
@@ -215,6 +216,7 @@ def test_comm_event_of_an_idle_flap_is_not_sent_on_the_dead_link() -> None:
     assert len(sent) == 1
 
 
+@pytest.mark.gwp_allow_resent_without_cause
 def test_resent_without_cause_counts_a_send_with_no_timeout_or_loss_between() -> None:
     """The outbox counter itself: re-activating without a loss in between re-sends the window without cause."""
     p = Pair(batch_max=0, parent_batch_max=0)
