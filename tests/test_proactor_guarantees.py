@@ -3,8 +3,9 @@
 Each test here was checked against a deliberate breakage of the guarantee it names (see ``docs/delivery.rst``,
 "How it is tested"): generate_event durable only after the fsync, store problems reported, the receiver's
 duplicate window on disk, forwarded events acked only once durable in the middle, stats complete, and a problem
-event for a failing actor.  On a Clock the store fsyncs inline at its group commit (a ``callLater``), or through
-the :class:`HeldFsync` runner when a test must hold the fsync.
+event for a failing actor (the durability of generate_event and the middle's ack are pinned in
+``tests/test_proactor_events.py``).  On a Clock the store fsyncs inline at its group commit (a ``callLater``),
+through an injected ``fsync`` (:class:`~tests.test_proactor_events.FsyncRecorder`) when a test must see or fail it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from gwproactor.actors import Actor
-from gwproactor.config import LinkSettings, ProactorSettings, StoreSettings
+from gwproactor.config import ProactorSettings, StoreSettings
 from gwproactor.errors import StoreClosed, StoreFull, StoreWriteError
 from gwproactor.message import Codec, ProblemEvent, make_message
 from gwproactor.proactor import Proactor
