@@ -315,7 +315,13 @@ class ProactorSettings(_Settings):
     store: StoreSettings = attrs.field(factory=StoreSettings)
     logging: LoggingSettings = attrs.field(factory=LoggingSettings)
     http: HTTPSettings = attrs.field(factory=HTTPSettings)
+    #: At shutdown, the longest wait for acks in flight (and then for the shutdown event to be stored).
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+    #: At shutdown, the longest wait for each child service (actors, links, broker connections, the web
+    #: server) to stop, and then for the event store to close (``<PREFIX>_SERVICE_STOP_TIMEOUT_S``).  Past
+    #: it the shutdown goes on with the next one, logs the name of the one that did not stop and ends with
+    #: exit status 1.
+    service_stop_timeout_s: float = attrs.field(default=5.0, validator=_positive)
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
         """Return a copy whose unset directories (store, logs) come from ``paths`` (default: for ``app_name``)."""

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
@@ -593,7 +593,9 @@ class Proactor(MultiService):
         work (the router stops delivering), let in-flight acks arrive for up to
         ``settings.shutdown_grace_s``, record a shutdown event in the store, stop
         the hosted services in reverse order (actors, links, broker connections,
-        which send MQTT DISCONNECT), then sync and close the store.
+        which send MQTT DISCONNECT), then sync and close the store.  Each service
+        (and the store) gets ``settings.service_stop_timeout_s`` to stop; one that
+        does not is logged by name and left behind, and the exit code becomes 1.
         """
         if self._shutdown is None and self._requested is None:
             self._requested = (reason, exit_code)
@@ -639,15 +641,29 @@ class Proactor(MultiService):
                 self.log.failure("could not record the shutdown event")
         Service.stopService(self)
         for service in reversed(list(self)):
-            try:
-                await maybeDeferred(service.stopService)
-            except BaseException:
-                self.log.failure("stopping {service} failed", service=service)
-        try:
-            await maybeDeferred(self.store.close)
-        except BaseException:
-            self.log.failure("closing the event store failed")
+            name = service.name or repr(service)
+            await self._stop_within(service.stopService, f"service {name!r} ({type(service).__name__})", name)
+        await self._stop_within(self.store.close, "the event store", "event store")
         self.log.info("{name} stopped", name=self.name)
+
+    async def _stop_within(self, stop: Callable[[], Any], what: str, service: str) -> None:
+        """Run ``stop()`` and wait for it at most ``settings.service_stop_timeout_s``; past that, go on (exit status 1)."""
+        timeout_s = self.settings.service_stop_timeout_s
+        d = maybeDeferred(stop)
+        d.addTimeout(timeout_s, self.reactor)
+        try:
+            await d
+        except defer.TimeoutError:
+            self.counters["stop_timeouts"] += 1
+            self.exit_code = self.exit_code or 1
+            self.log.error(
+                "{what} did not stop within {timeout_s} s; shutting down without waiting for it",
+                what=what,
+                service=service,
+                timeout_s=timeout_s,
+            )
+        except BaseException:
+            self.log.failure("stopping {what} failed", what=what, service=service)
 
     def _in_flight(self) -> int:
         return sum(link.acks.in_flight for link in self.links.values() if link.is_active)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from gwproactor.actors import Actor
 from gwproactor.demo.apps import DemoChild
 
-__all__ = ["SlowStopChild"]
+__all__ = ["SlowStopChild", "StuckActor", "StuckStopChild"]
 
 
 class SlowStopChild(DemoChild):
@@ -24,3 +26,21 @@ class SlowStopChild(DemoChild):
         d = deferLater(self.reactor, delay, lambda: None)
         d.addCallback(lambda _: DemoChild.stopService(self))
         return d
+
+
+class StuckActor(Actor):
+    """An actor whose ``stopService`` returns a Deferred that never fires (a driver hung in its shutdown)."""
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.log.info("stuck actor {name}: its stop will never finish", name=self.name)
+        return Deferred()
+
+
+class StuckStopChild(DemoChild):
+    """A demo child hosting a :class:`StuckActor` named ``stuck``, for tests of the bounded shutdown
+    (``service_stop_timeout_s``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_actor(StuckActor("stuck"))

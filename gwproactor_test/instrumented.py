@@ -189,7 +189,7 @@ class InstrumentedMixin:
             events = [(payload.message_id, payload.type_name)]
         else:
             events = []
-        accepting = getattr(self, "_accepting", {}) or {}
+        accepting = self.inbox.accepting  # type: ignore[attr-defined]
         fresh = []
         for event_id, type_name in events:
             if self.received_ids.seen(event_id) or event_id in accepting:  # type: ignore[attr-defined]

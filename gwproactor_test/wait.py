@@ -112,6 +112,12 @@ def _pending_count(proactor: Any) -> int | None:
     return _safe(lambda: len(proactor.store.pending_ids()))
 
 
+def _accepting_count(proactor: Any) -> int:
+    """Events the proactor's inbox is still accepting (0 for an object without an inbox)."""
+    inbox = getattr(proactor, "inbox", None)
+    return 0 if inbox is None else len(inbox.accepting)
+
+
 def describe_proactor(proactor: Any) -> dict[str, Any]:
     """A JSON-ready summary of one proactor for failure messages.
 
@@ -146,7 +152,7 @@ def describe_proactor(proactor: Any) -> dict[str, Any]:
         "store_pending": _pending_count(proactor),
         "outbox": _safe(outbox.summary) if outbox is not None else None,
         "router_queued": _safe(lambda: proactor.router.queued),
-        "accepting": len(getattr(proactor, "_accepting", {}) or {}),
+        "accepting": _accepting_count(proactor),
         "counters": dict(getattr(proactor, "counters", {})),
     }
     counts = getattr(proactor, "counts", None)
@@ -200,7 +206,7 @@ def is_quiescent(*proactors: Any) -> bool:
             return False
         if any(link.instrument.held_outgoing or link.instrument.held_acks for link in p.links.values()):
             return False
-        if getattr(p, "_accepting", None):
+        if _accepting_count(p):
             return False
         if p.router.queued:
             return False

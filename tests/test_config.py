@@ -58,6 +58,7 @@ def test_class_defaults() -> None:
     assert s.brokers == {"default": BrokerSettings()}
     assert s.links == {}
     assert s.shutdown_grace_s == 5.0
+    assert s.service_stop_timeout_s == 5.0
     assert s.http == HTTPSettings(enabled=False, host="127.0.0.1", port=8080)
     b = BrokerSettings()
     assert (b.endpoint, b.host, b.port, b.tls, b.username, b.password, b.client_id) == (
@@ -120,11 +121,13 @@ def test_bool_words(raw: str, expected: bool) -> None:
 def test_str_int_float() -> None:
     """str is kept as given, int accepts underscores, float accepts exponents."""
     s = load({"SCADA_BROKERS__DEFAULT__HOST": "mqtt.example.com", "SCADA_HTTP__PORT": "8_081",
-              "SCADA_SHUTDOWN_GRACE_S": "2.5e0", "SCADA_BROKERS__DEFAULT__CLIENT_ID": "Scada-1"})
+              "SCADA_SHUTDOWN_GRACE_S": "2.5e0", "SCADA_BROKERS__DEFAULT__CLIENT_ID": "Scada-1",
+              "SCADA_SERVICE_STOP_TIMEOUT_S": "12"})
     assert s.brokers["default"].host == "mqtt.example.com"
     assert s.brokers["default"].client_id == "Scada-1"
     assert s.http.port == 8081
     assert s.shutdown_grace_s == 2.5
+    assert s.service_stop_timeout_s == 12.0
 
 
 def test_path_expands_user(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,6 +320,7 @@ def test_dotenv_value_error_names_file_and_line(tmp_path: Path) -> None:
         ("SCADA_LONG_NAME", "", "must be non-empty without whitespace"),
         ("SCADA_STORE__RECEIVED_WINDOW", "0", "must be greater than 0"),
         ("SCADA_SHUTDOWN_GRACE_S", "-1", "must be 0 or more"),
+        ("SCADA_SERVICE_STOP_TIMEOUT_S", "0", "must be greater than 0"),
         ("SCADA_LOGGING__BASE_LEVEL", "LOUD", "expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"),
         ("SCADA_HTTP__PORT", "-1", "must be a port number from 0 (any) to 65535"),
         ("SCADA_APP_NAME", "../x", "must be a plain directory name"),

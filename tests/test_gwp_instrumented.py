@@ -15,7 +15,7 @@ from gwproactor.store import MemoryEventStore
 from gwproactor_test import dummies
 from gwproactor_test.fakes import FakeBroker
 from gwproactor_test.instrumented import InstrumentedMixin, LogCapture, instrumented
-from tests.test_gwp_wait import FakePair
+from tests.test_gwp_wait import FakePair, HoldingParent
 
 PROBLEM = ProblemEvent.TYPE_NAME
 
@@ -74,6 +74,28 @@ def test_counts_deduplicated() -> None:
         p.turn()
         assert p.parent.counts.deduplicated["child"][PROBLEM] == 1
         assert p.parent.handled_ids.count(ev.message_id) == 1
+    finally:
+        p.stop()
+
+
+def test_counts_deduplicated_while_the_first_copy_is_being_accepted() -> None:
+    """A copy arriving while the first is still in handle_event is counted as deduplicated, not handled twice."""
+    p = FakePair(parent_cls=HoldingParent)
+    try:
+        p.start()
+        ev = event(p.child.name, 1)
+        frame = Codec().encode(make_message(p.child.name, "a", ev))
+        topic = topic_for(p.child.name, "a", PROBLEM)
+        p.hub.route(topic, frame)
+        p.hub.route(topic, frame)
+        p.turn()
+        assert ev.message_id in p.parent.inbox.accepting
+        assert p.parent.counts.deduplicated["child"][PROBLEM] == 1
+        for d in p.parent.held:
+            d.callback(None)
+        p.turn()
+        assert p.parent.handled_ids.count(ev.message_id) == 1
+        assert p.parent.counts.deduplicated["child"][PROBLEM] == 1
     finally:
         p.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
 from gwproactor.message import ProblemEvent
@@ -27,7 +27,7 @@ from gwproactor_test.wait import (
 class FakePair:
     """Instrumented dummy child and parent on one Clock and one fake broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent_cls: type = dummies.DummyParent) -> None:
         self.clock = Clock()
         self.hub = FakeBroker(self.clock)
         self.child = instrumented(dummies.DummyChild)(
@@ -36,7 +36,7 @@ class FakePair:
             store=MemoryEventStore(clock=self.clock),
             brokers={"default": self.hub.client("child")},
         )
-        self.parent = instrumented(dummies.DummyParent)(
+        self.parent = instrumented(parent_cls)(
             dummies.parent_settings("tcp:host=127.0.0.1:port=1", "/nonexistent"),
             reactor=self.clock,
             store=MemoryEventStore(clock=self.clock),
@@ -56,6 +56,20 @@ class FakePair:
     def stop(self) -> None:
         self.child.log_capture.stop()
         self.parent.log_capture.stop()
+
+
+class HoldingParent(dummies.DummyParent):
+    """A parent whose application takes its time: ``handle_event`` returns a Deferred the test fires."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: list[Deferred] = []
+
+    def handle_event(self, link: Any, event: Any) -> Any:
+        super().handle_event(link, event)
+        d: Deferred = Deferred()
+        self.held.append(d)
+        return d
 
 
 @pytest.fixture
@@ -190,6 +204,29 @@ def test_quiescent_false_while_acks_held(fake_pair: FakePair) -> None:
     text = str(failures[0].value)
     assert p.child.name in text and p.parent.name in text
     assert '"held"' in text and '"acks": 1' in text
+
+
+def test_not_quiescent_while_an_event_is_being_accepted() -> None:
+    """A proactor whose handle_event has not fired yet is not quiescent, and describe_proactors counts the event."""
+    p = FakePair(parent_cls=HoldingParent)
+    try:
+        p.start()
+        for d in p.parent.held:  # the child's startup and comm events
+            d.callback(None)
+        p.parent.held.clear()
+        p.turn()
+        assert is_quiescent(p.parent)
+        p.child.generate_event(ProblemEvent(src=p.child.name, problem_type="warning", summary="slow", details=""))
+        p.turn()
+        assert len(p.parent.held) == 1
+        assert not is_quiescent(p.parent)
+        assert '"accepting": 1' in describe_proactors(p.parent)
+        p.parent.held[0].callback(None)
+        p.turn()
+        assert is_quiescent(p.parent) and is_quiescent(p.child, p.parent)
+        assert '"accepting": 0' in describe_proactors(p.parent)
+    finally:
+        p.stop()
 
 
 def test_wait_link_state_timeout_describes(fake_pair: FakePair) -> None:

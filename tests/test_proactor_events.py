@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Callable
 
+import attrs
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -13,7 +17,7 @@ from gwproactor.interfaces import IEventStore, ILinkListener, IProactor
 from gwproactor.links.machine import LinkState
 from gwproactor.message import Codec, Event, ProblemEvent, StartupEvent, make_message, topic_for
 from gwproactor.proactor import Proactor
-from gwproactor.store import MemoryEventStore
+from gwproactor.store import FileEventStore, MemoryEventStore
 from gwproactor_test.fakes import FakeBroker
 
 ATN, SCADA1, SCADA2 = "d1.isone.ct", "d1.isone.ct.scada1", "d1.isone.ct.scada1.scada2"
@@ -95,6 +99,41 @@ def event(src: str, n: int) -> Event:
     return ProblemEvent(src=src, problem_type="warning", summary=f"event {n}", details="")
 
 
+@attrs.define(eq=False)
+class FsyncRecorder:
+    """An ``fsync`` for FileEventStore that records the path of each descriptor it syncs, and can be made to fail."""
+
+    paths: list[str] = attrs.field(factory=list)
+    fail: bool = False
+
+    def __call__(self, fd: int) -> None:
+        if self.fail:
+            raise OSError(5, "Input/output error (injected)")
+        os.fsync(fd)
+        self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+@attrs.define(eq=False)
+class HeldFsync:
+    """An ``fsync_runner`` for FileEventStore that holds every fsync batch until :meth:`release_all`."""
+
+    batches: list[tuple[Callable[[], list], Deferred]] = attrs.field(factory=list)
+
+    def __call__(self, batch: Callable[[], list]) -> Deferred:
+        d: Deferred = Deferred()
+        self.batches.append((batch, d))
+        return d
+
+    def release_all(self) -> int:
+        """Run the held batches (and those their completion starts); returns how many ran."""
+        n = 0
+        while self.batches:
+            batch, d = self.batches.pop(0)
+            d.callback(batch())
+            n += 1
+        return n
+
+
 def test_proactor_interfaces() -> None:
     """A wired proactor provides IProactor and ILinkListener; its store provides IEventStore."""
     p = Pair()
@@ -126,13 +165,30 @@ def test_events_delivered_once_and_leave_store() -> None:
     assert p.child.outbox.stats.acked >= 20
 
 
-def test_generate_event_fires_when_durable() -> None:
-    """generate_event's Deferred fires with the event id once the store has it."""
-    p = Pair()
+def test_generate_event_fires_when_durable(tmp_path: Path) -> None:
+    """generate_event's Deferred fires with the event id only after an fsync of the segment file holding the event."""
+    clock = Clock()
+    fsync = FsyncRecorder()
+    store = FileEventStore.open(str(tmp_path), clock=clock, fsync=fsync)
+    child = Recording(
+        settings(SCADA1, "s", {"parent": link_to(ATN, "a", upstream=True)}),
+        reactor=clock,
+        store=store,
+        brokers={"default": FakeBroker(clock).client("child")},
+    )
     ev = event(SCADA1, 1)
-    d = p.child.generate_event(ev)
-    assert d.result == ev.message_id
-    assert ev.message_id in p.child.store.pending_ids()
+    d = child.generate_event(ev)
+    assert not d.called, "written, not yet synced: the group commit runs on a later turn"
+    assert ev.message_id in store.pending_ids()
+    at_firing: list[tuple[str, list[str]]] = []
+    d.addCallback(lambda result: at_firing.append((result, list(fsync.paths))))
+    clock.advance(0)
+    [(result, synced)] = at_firing
+    assert result == ev.message_id
+    segments = [path for path in synced if os.path.basename(path).startswith("seg-") and path.endswith(".log")]
+    assert segments, f"no segment was fsynced before the Deferred fired: {synced}"
+    assert ev.message_id.encode() in Path(segments[-1]).read_bytes()
+    store.close()
 
 
 def test_backlog_drains_after_parent_comes_up() -> None:
@@ -280,10 +336,11 @@ def test_two_upstream_links_refused() -> None:
         )
 
 
-def test_tree_forwarding_preserves_src() -> None:
-    """scada2 → scada1 → atn: scada2's events reach atn once with their Src kept; scada1 acks after storing."""
+def test_tree_forwarding_preserves_src(tmp_path: Path) -> None:
+    """scada2 → scada1 → atn: scada2's events reach atn once with their Src kept; scada1 acks only once they are durable in its store."""
     clock = Clock()
     hub = FakeBroker(clock)
+    held = HeldFsync()
     scada2 = Recording(
         settings(SCADA2, "s2", {"scada1": link_to(SCADA1, "s", upstream=True)}),
         reactor=clock,
@@ -293,7 +350,7 @@ def test_tree_forwarding_preserves_src() -> None:
     scada1 = Recording(
         settings(SCADA1, "s", {"atn": link_to(ATN, "a", upstream=True), "scada2": link_to(SCADA2, "s2")}),
         reactor=clock,
-        store=MemoryEventStore(clock=clock),
+        store=FileEventStore.open(str(tmp_path / "scada1"), clock=clock, fsync_runner=held),
         brokers={"default": hub.client("scada1")},
     )
     atn = Recording(
@@ -302,18 +359,26 @@ def test_tree_forwarding_preserves_src() -> None:
         store=MemoryEventStore(clock=clock),
         brokers={"default": hub.client("atn")},
     )
+
+    def turn(n: int = 40, release: bool = True) -> None:
+        for _ in range(n):
+            if release:
+                held.release_all()
+            clock.advance(0.01)  # scada1's group commits are 10 ms apart
+
     for p in (scada2, scada1, atn):
         p.startService()
     hub.connect_all()
-    for _ in range(20):
-        clock.advance(0)
-    for n in range(15):
-        scada2.generate_event(event(SCADA2, n))
-    for _ in range(40):
-        clock.advance(0)
+    turn()
+    ids = [scada2.generate_event(event(SCADA2, n)).result for n in range(15)]
+    turn(release=False)
+    assert held.batches, "scada1 wrote the events and waits for their fsync"
+    assert set(ids) <= set(scada2.store.pending_ids()), "scada1 acked events that are not durable in its store"
+    turn()
     from_scada2 = [e for e in atn.seen if e.src == SCADA2 and e.type_name == "gridworks.event.problem"]
     assert [e.summary for e in from_scada2] == [f"event {n}" for n in range(15)]
     assert scada2.store.pending_ids() == [] and scada1.store.pending_ids() == []
+    scada1.store.close()
 
 
 def test_batches_between_gwproactor_peers() -> None:

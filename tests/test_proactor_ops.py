@@ -138,26 +138,37 @@ def test_problem_reports_are_rate_limited() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_http_server_from_settings() -> None:
-    """With http.enabled the proactor serves /health and /stats on the configured port."""
+    """With http.enabled the proactor serves /health and /stats (links, outbox and store included) on the configured port."""
     import treq
     from twisted.internet import reactor
 
+    from gwproactor.config import LinkSettings
     from gwproactor_test.broker import free_port
 
     port = free_port("127.0.0.1")
     p = Proactor(
-        ProactorSettings(long_name="d1.web", short_name="w", http=HTTPSettings(enabled=True, port=port)),
+        ProactorSettings(
+            long_name="d1.web",
+            short_name="w",
+            http=HTTPSettings(enabled=True, port=port),
+            links={"parent": LinkSettings(peer_long_name="d1", peer_short_name="a", upstream=True)},
+        ),
         reactor=reactor,
         store=MemoryEventStore(clock=reactor),
+        brokers={"default": FakeMQTTClient()},
     )
     p.startService()
     try:
         await p.web.when_listening()
         response = await treq.get(f"http://127.0.0.1:{port}/health")
         body = json.loads(await response.content())
-        assert response.code == 200 and body["ok"] is True
+        assert response.code == 503 and body["ok"] is False and body["links"] == {"parent": "connecting"}
         response = await treq.get(f"http://127.0.0.1:{port}/stats")
-        assert json.loads(await response.content())["name"] == "d1.web"
+        stats = json.loads(await response.content())
+        assert stats["name"] == "d1.web"
+        assert stats["links"]["parent"]["state"] == "connecting" and stats["links"]["parent"]["upstream"] is True
+        assert stats["outbox"]["active"] is False and stats["outbox"]["in_flight"] == 0
+        assert stats["store"]["pending"] == len(p.store.pending_ids()) >= 1  # the startup event waits for the link
     finally:
         await p.stopService()
 

@@ -230,3 +230,43 @@ async def test_second_signal_exits_at_once_store_consistent(private_broker: Any,
         assert durable <= set(store.pending_ids())
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("child_reactor", ["default", "asyncio"])
+@pytest_twisted.ensureDeferred
+async def test_runner_sigterm_with_a_stuck_actor_exits_1_within_the_deadline(
+    private_broker: Any, tmp_path: Path, child_reactor: str
+) -> None:
+    """`gwproactor run` whose actor never stops: SIGTERM exits 1 within service_stop_timeout_s + margin, naming the actor."""
+    from twisted.internet import reactor
+
+    store_dir = tmp_path / "store"
+    env = child_env(private_broker, store_dir, tmp_path / "records", rate_hz=50)
+    env["GWP_SERVICE_STOP_TIMEOUT_S"] = "2"
+    env["GWP_SHUTDOWN_GRACE_S"] = "1"
+    proc = ProactorProcess("gwproactor_test.apps:StuckStopChild", env, tmp_path / "proc", reactor=reactor,
+                           extra_args=["--reactor", child_reactor])
+    try:
+        await proc.start()
+        await await_for(lambda: len(durable_ids(tmp_path / "records")) >= 5, 15, describe=proc.log_tail)
+        start = reactor.seconds()
+        exited = proc.terminate()
+        exited.addTimeout(2.0 + 1.0 + 5.0, reactor)  # stop timeout + shutdown grace + margin
+        code = await exited
+        elapsed = reactor.seconds() - start
+        log = proc.log_path.read_text()
+        assert code == 1, proc.log_tail()
+        assert 2.0 <= elapsed < 2.0 + 1.0 + 5.0, (elapsed, proc.log_tail())
+        assert "service 'stuck' (StuckActor) did not stop within 2.0 s" in log, proc.log_tail()
+        assert f"{CHILD} stopped" in log, "the shutdown went on to close the store"
+    finally:
+        await proc.close()
+    store = FileEventStore.open(str(store_dir), clock=reactor)
+    try:
+        stats = store.stats()
+        assert stats["corrupt_records"] == 0 and stats["corrupt_files"] == 0, store.recovery_report
+        types = Counter(json.loads(store.read(i))["TypeName"] for i in store.pending_ids())
+        assert types["gridworks.event.shutdown"] == 1
+        assert set(durable_ids(tmp_path / "records")) <= set(store.pending_ids())
+    finally:
+        await store.close()

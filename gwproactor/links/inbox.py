@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -40,6 +41,11 @@ class Inbox:
     def __init__(self, proactor: Any) -> None:
         self.proactor = proactor
         self._accepting: dict[str, Deferred] = {}
+
+    @property
+    def accepting(self) -> KeysView[str]:
+        """Ids of the events being accepted now (``len()`` counts them; ``in`` tests one); a live read-only view."""
+        return self._accepting.keys()
 
     def accept_event(self, link: Any, event: Any) -> Any:
         """Accept ``event`` from ``link``; returns None or a Deferred that fires once it is accepted."""
