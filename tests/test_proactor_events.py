@@ -444,7 +444,8 @@ def test_batch_with_undecodable_event_acked_and_reported() -> None:
     p.child.store.append("bad", b'{"TypeName": "gridworks.event.problem", "MessageId": 3}')
     for n in range(3):
         p.child.generate_event(event(SCADA1, n))
-    p.child.outbox.activated()  # reload the store, as after a reconnect
+    p.child.outbox.deactivated()  # reload the store, as after a reconnect
+    p.child.outbox.activated()
     p.turn(20)
     assert p.child.store.pending_ids() == []
     assert p.parent.counters["undecodable_batch_events"] == 1
