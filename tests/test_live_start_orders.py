@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,10 @@ from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, St
 from gwproactor.demo.apps import Reading
 from gwproactor.proactor import Proactor
 from gwproactor_test.wait import await_for
+from tests.test_live_links import FAST
+from tests.test_live_links import Recording as Parent
 
 pytestmark = pytest.mark.live
-
-FAST = dict(ack_timeout_s=1.0, heartbeat_s=0.5, receive_deadline_s=2.0)
-
-
-class Parent(Proactor):
-    """Counts each reading its application sees."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.readings: Counter = Counter()
-
-    def handle_event(self, link: Any, event: Any) -> Any:
-        if isinstance(event, Reading):
-            self.readings[event.message_id] += 1
-        return None
 
 
 def make(cls: type, endpoint: str, tmp: Path, long: str, short: str, links: dict[str, LinkSettings]) -> Any:
