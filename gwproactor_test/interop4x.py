@@ -635,8 +635,9 @@ class InteropPair:
         return Deferred.fromCoroutine(stop())
 
     def describe(self) -> str:
-        """Both sides, for failure messages."""
-        return f"{describe_proactors(self.proactor)}\n{self.peer.describe()}"
+        """Both sides (our summary and last log lines, the 4.x records and log tail), for failure messages."""
+        our_log = "\n".join(list(self.proactor.log_capture.lines)[-25:])
+        return f"{describe_proactors(self.proactor)}\nour log tail:\n{our_log}\n{self.peer.describe()}"
 
     def wait(self, condition: Any, timeout: float, what: str = "") -> Deferred:
         """Poll ``condition`` (every 20 ms) for ``timeout`` s; the failure describes both sides."""
