@@ -212,10 +212,10 @@ def ensure_v4x_env(
         if installed.returncode != 0:
             shutil.rmtree(directory, ignore_errors=True)
             output = installed.stdout + installed.stderr
-            message = f"`pip install {' '.join(requirements)}` failed:\n{_tail(output)}"
             if _NETWORK_PATTERNS.search(output):
-                raise V4xUnavailable(f"the package index cannot be reached or lacks gridworks-proactor {version}: {message}")
-            raise V4xInstallError(message)
+                raise V4xUnavailable(f"the package index cannot be reached or lacks gridworks-proactor {version} "
+                                     f"(pip: {_tail(output, 1)})")
+            raise V4xInstallError(f"`pip install {' '.join(requirements)}` failed:\n{_tail(output)}")
         check = _run(
             [str(directory / "bin" / "python"), "-I", "-c",
              "import importlib.metadata as m, gwproactor, gwproto; print(m.version('gridworks-proactor'))"],
