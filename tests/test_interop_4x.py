@@ -13,7 +13,6 @@ frame it could not decode.  The idle scenarios start together when the module st
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,21 +21,12 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 
 from gwproactor.demo.apps import Reading
 from gwproactor_test.broker import PrivateBroker
-from gwproactor_test.interop4x import (
-    INTEROP_LINK_SETTINGS,
-    READING_TYPE_4X,
-    REQUIRE_4X_ENV,
-    InteropPair,
-    V4xEnv,
-    V4xUnavailable,
-    ensure_v4x_env,
-)
+from gwproactor_test.interop4x import INTEROP_LINK_SETTINGS, InteropPair, V4xEnv
 from gwproactor_test.plugin import require_mosquitto
 from gwproactor_test.wait import is_quiescent
 
@@ -62,15 +52,10 @@ def _reactor() -> Any:
 
 
 @pytest.fixture(scope="module")
-def v4x(twisted_greenlet: Any) -> V4xEnv:
-    """The gridworks-proactor 4.1.13 virtualenv (skips the module when it cannot be installed)."""
+def v4x(v4x_env: V4xEnv) -> V4xEnv:
+    """The gridworks-proactor 4.1.13 virtualenv (the plugin's ``v4x_env``; it skips when 4.x cannot be installed)."""
     require_mosquitto()
-    try:
-        return pytest_twisted.blockon(threads.deferToThread(ensure_v4x_env))
-    except V4xUnavailable as e:
-        if os.environ.get(REQUIRE_4X_ENV) == "1":
-            pytest.fail(f"{e} ({REQUIRE_4X_ENV}=1 is set)", pytrace=False)
-        pytest.skip(f"gridworks-proactor 4.x cannot be installed here: {e}")
+    return v4x_env
 
 
 @attrs.define(eq=False)
