@@ -1,7 +1,8 @@
 """pytest plugin of gwproactor_test (registered through the ``pytest11`` entry point).
 
 Fixtures: ``test_certs`` (session), ``private_broker`` (session), ``fresh_broker`` (per test), ``fault_proxy``
-(factory, per test), ``pair`` and ``tree`` (live proactors, see :mod:`gwproactor_test.live`), ``clock``. Options
+(factory, per test), ``pair`` and ``tree`` (live proactors, see :mod:`gwproactor_test.live`), ``clock``,
+``v4x_env`` (session: the gridworks-proactor 4.x virtualenv of :mod:`gwproactor_test.interop4x`). Options
 ``--gwp-verbose-child`` / ``--gwp-verbose-parent`` / ``--gwp-verbose=ROLES`` and ``--gwp-log-level`` echo proactor
 logs; a failing test gets each proactor's captured log lines attached to its report. Live fixtures skip when Mosquitto is missing, or fail if ``GWPROACTOR_REQUIRE_MOSQUITTO=1``.
 The ``live`` marker labels tests that talk to a real broker.  Every test is checked by the delivery guard
@@ -134,6 +135,22 @@ def fault_proxy(twisted_greenlet: Any) -> Iterator[FaultProxyFactory]:
     yield make
     for proxy in proxies:
         _blockon(proxy.stop())
+
+
+@pytest.fixture(scope="session")
+def v4x_env(twisted_greenlet: Any) -> Any:
+    """The gridworks-proactor 4.x virtualenv (:func:`gwproactor_test.interop4x.ensure_v4x_env`, installed in a
+    thread on first use); skips when 4.x cannot be installed here, fails instead if ``GWPROACTOR_REQUIRE_4X=1``."""
+    from twisted.internet import threads
+
+    from gwproactor_test.interop4x import REQUIRE_4X_ENV, V4xUnavailable, ensure_v4x_env
+
+    try:
+        return _blockon(threads.deferToThread(ensure_v4x_env))
+    except V4xUnavailable as e:
+        if os.environ.get(REQUIRE_4X_ENV) == "1":
+            pytest.fail(f"{e} ({REQUIRE_4X_ENV}=1 is set)", pytrace=False)
+        pytest.skip(f"gridworks-proactor 4.x cannot be installed here: {e}")
 
 
 # --- live pairs and trees (gwproactor_test.live) ---------------------------------------------------------

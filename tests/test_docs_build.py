@@ -46,7 +46,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     result = _sphinx_build(DOCS, tmp_path / "html")
     assert result.returncode == 0, f"sphinx-build failed:\n{result.stderr[-5000:]}"
     html = tmp_path / "html"
-    for page in ("index", "api", "migration", "tls", "embedding", "comm_state", "store", "operations"):
+    for page in ("index", "api", "migration", "interop_4x", "tls", "embedding", "comm_state", "store", "operations"):
         assert (html / f"{page}.html").exists(), page
     interfaces = (html / "api" / "gwproactor.interfaces.html").read_text()
     assert "IActor" in interfaces and "receive" in interfaces
