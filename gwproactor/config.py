@@ -313,6 +313,9 @@ class ProactorSettings(_Settings):
     logging: LoggingSettings = attrs.field(factory=LoggingSettings)
     http: HTTPSettings = attrs.field(factory=HTTPSettings)
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
+    #: Run the reactor's timers on the monotonic clock (:func:`gwproactor.ops.clock.use_monotonic_time`),
+    #: so a wall-clock step neither fires nor freezes them.  False leaves ``reactor.seconds()`` as it is.
+    monotonic_time: bool = True
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
         """Return a copy whose unset directories (store, logs) come from ``paths`` (default: for ``app_name``)."""
