@@ -72,18 +72,20 @@ def test_a_new_reactor_runs_on_the_wall_clock(reactor: Any) -> None:
 
 
 def test_seconds_becomes_monotonic(reactor: Any) -> None:
-    """After the call, seconds() is time.monotonic and new calls are scheduled on it."""
+    """After the call, seconds() is time.monotonic() plus a constant (the wall time at the switch), and new calls use it."""
     assert use_monotonic_time(reactor) is True
     assert is_monotonic(reactor)
-    assert reactor.seconds() == pytest.approx(time.monotonic(), abs=0.5)
+    assert reactor.seconds() == pytest.approx(time.time(), abs=0.5)
+    offset = reactor.seconds.offset
+    assert reactor.seconds() - time.monotonic() == pytest.approx(offset, abs=1e-3)
     call = reactor.callLater(7, _noop)
-    assert call.getTime() == pytest.approx(time.monotonic() + 7, abs=0.5)
-    assert call.seconds is time.monotonic
+    assert call.seconds is reactor.seconds
+    assert call.getTime() == pytest.approx(reactor.seconds() + 7, abs=0.5)
     assert reactor.timeout() == pytest.approx(7, abs=0.5)
 
 
-def test_scheduled_calls_keep_their_delays_and_order(reactor: Any) -> None:
-    """Calls in the heap and calls not yet in it keep their remaining delay, order and clock for reset()."""
+def test_scheduled_calls_keep_their_times_and_order(reactor: Any) -> None:
+    """Calls in the heap and calls not yet in it keep their time and order, and reset() then uses the new clock."""
     in_heap = [reactor.callLater(d, _noop) for d in (30, 10, 20)]
     cancelled = reactor.callLater(25, _noop)  # a cancelled call stays in the heap until its time
     reactor.timeout()  # moves the new calls into the heap, as each reactor iteration does
@@ -92,23 +94,22 @@ def test_scheduled_calls_keep_their_delays_and_order(reactor: Any) -> None:
     assert in_heap[0] in reactor._pendingTimedCalls
     # The asyncio reactor's callLater moves each new call into the heap at once (it calls timeout()).
     assert fresh in (reactor._pendingTimedCalls if _is_asyncio(reactor) else reactor._newTimedCalls)
-    before = {id(c): c.getTime() - time.time() for c in (*in_heap, fresh)}
+    before = {id(c): c.getTime() for c in (*in_heap, fresh, cancelled)}
 
     assert use_monotonic_time(reactor)
 
-    now = time.monotonic()
-    for c in (*in_heap, fresh):
-        assert c.getTime() - now == pytest.approx(before[id(c)], abs=0.5)
-        assert c.seconds is time.monotonic
+    for c in (*in_heap, fresh, cancelled):
+        assert c.getTime() == before[id(c)]
+        assert c.seconds is reactor.seconds
     assert reactor.timeout() == pytest.approx(10, abs=0.5)
     pending = sorted(reactor.getDelayedCalls(), key=lambda c: c.getTime())
     assert pending == [in_heap[1], fresh, in_heap[2], in_heap[0]]
     in_heap[0].reset(1)  # reset() counts from the call's own seconds(), now monotonic
-    assert in_heap[0].getTime() == pytest.approx(time.monotonic() + 1, abs=0.5)
+    assert in_heap[0].getTime() == pytest.approx(reactor.seconds() + 1, abs=0.5)
 
 
 def test_nothing_due_fires_early_and_due_calls_still_fire(reactor: Any) -> None:
-    """runUntilCurrent after the switch runs exactly the calls already due (none moved into the past)."""
+    """runUntilCurrent after the switch runs exactly the calls already due."""
     ran: list[str] = []
     reactor.callLater(0, ran.append, "due")
     reactor.callLater(60, ran.append, "later")
@@ -116,6 +117,29 @@ def test_nothing_due_fires_early_and_due_calls_still_fire(reactor: Any) -> None:
     assert use_monotonic_time(reactor)
     reactor.runUntilCurrent()
     assert ran == ["due"]
+
+
+def test_switching_inside_a_timed_call_fires_nothing_early(reactor: Any) -> None:
+    """Switching from inside runUntilCurrent (a proactor started by a timer, a test) keeps pending timers and
+    a self-rescheduling poll on time: runUntilCurrent compares them with the time it read before the switch."""
+    ran: list[str] = []
+    polls = [0]
+
+    def poll() -> None:
+        polls[0] += 1
+        if polls[0] < 1000:
+            reactor.callLater(0.01, poll)
+
+    def switch() -> None:
+        assert use_monotonic_time(reactor)
+        reactor.callLater(0.01, poll)
+
+    reactor.callLater(0, switch)
+    reactor.callLater(60, ran.append, "60 s timer")
+    reactor.timeout()
+    reactor.runUntilCurrent()
+    assert ran == []
+    assert polls[0] <= 1, "the poll ran away inside one runUntilCurrent"
 
 
 def test_a_wall_clock_step_does_not_reach_converted_timers(reactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +156,7 @@ def test_a_wall_clock_step_does_not_reach_converted_timers(reactor: Any, monkeyp
 
 
 def test_unconverted_reactor_is_what_the_step_breaks(reactor: Any) -> None:
-    """Control: on the wall clock, a forward step fires a 60 s timer at once and a backward step delays it a year."""
+    """Control: on the wall clock, a backward step delays a 60 s timer by a year and a forward step fires it at once."""
     ran: list[str] = []
     call = reactor.callLater(60, ran.append, "deadline")
     reactor.timeout()
@@ -146,7 +170,7 @@ def test_unconverted_reactor_is_what_the_step_breaks(reactor: Any) -> None:
 
 
 def test_looping_calls_keep_their_interval(reactor: Any) -> None:
-    """A LoopingCall started on the wall clock (plain and withCount) keeps its phase: start and last-run times move."""
+    """A LoopingCall started on the wall clock (plain and withCount) keeps its start time and next run."""
     plain = LoopingCall(_noop)
     plain.clock = reactor
     plain.start(2.0, now=False)
@@ -155,26 +179,23 @@ def test_looping_calls_keep_their_interval(reactor: Any) -> None:
     counted.clock = reactor
     counted.start(1.0, now=True)
     assert counts == [1]
+    before = (plain.starttime, plain.call.getTime(), counted.starttime, counted.call.getTime())
 
     assert use_monotonic_time(reactor)
 
-    now = time.monotonic()
-    assert plain.starttime == pytest.approx(now, abs=0.5)
-    assert plain.call.getTime() == pytest.approx(now + 2, abs=0.5)
-    assert counted.starttime == pytest.approx(now, abs=0.5)
-    assert counted._realLastTime == pytest.approx(now, abs=0.5)
-    assert counted.call.getTime() == pytest.approx(now + 1, abs=0.5)
+    assert (plain.starttime, plain.call.getTime(), counted.starttime, counted.call.getTime()) == before
+    assert plain.call.seconds is reactor.seconds and counted.call.seconds is reactor.seconds
     plain.stop()
     counted.stop()
 
 
 def test_idempotent(reactor: Any) -> None:
-    """A second call returns True and moves nothing again."""
+    """A second call returns True and changes nothing."""
     assert use_monotonic_time(reactor)
+    seconds = reactor.seconds
     call = reactor.callLater(10, _noop)
-    at = call.getTime()
     assert use_monotonic_time(reactor) is True
-    assert call.getTime() == at and is_monotonic(reactor)
+    assert reactor.seconds is seconds and call.seconds is seconds
 
 
 def test_a_reactor_with_its_own_clock_is_left_alone(reactor: Any) -> None:
@@ -207,7 +228,7 @@ def test_proactor_start_makes_its_reactor_monotonic(reactor: Any) -> None:
     assert not is_monotonic(reactor)
     proactor.startService()
     assert is_monotonic(reactor)
-    assert all(c.seconds is time.monotonic for c in reactor.getDelayedCalls())
+    assert all(c.seconds is reactor.seconds for c in reactor.getDelayedCalls())
 
 
 def test_proactor_opt_out_keeps_the_wall_clock(reactor: Any) -> None:
