@@ -322,6 +322,9 @@ class ProactorSettings(_Settings):
     #: it the shutdown goes on with the next one, logs the name of the one that did not stop and ends with
     #: exit status 1.
     service_stop_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    #: Run the reactor's timers on the monotonic clock (:func:`gwproactor.ops.clock.use_monotonic_time`),
+    #: so a wall-clock step neither fires nor freezes them.  False leaves ``reactor.seconds()`` as it is.
+    monotonic_time: bool = True
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
         """Return a copy whose unset directories (store, logs) come from ``paths`` (default: for ``app_name``)."""

@@ -24,6 +24,7 @@ from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
 from gwproactor.mqtt.settings import make_broker
 from gwproactor.logs import LogLevels, level_from_name
+from gwproactor.ops.clock import use_monotonic_time
 from gwproactor.ops.problems import RateLimiter
 from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
 from gwproactor.message import (
@@ -528,7 +529,13 @@ class Proactor(MultiService):
     # --- lifecycle --------------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start broker connections, links and actors (in that order), record a startup event, begin delivery."""
+        """Start broker connections, links and actors (in that order), record a startup event, begin delivery.
+
+        First, unless ``settings.monotonic_time`` is False, the reactor's timers move to the monotonic
+        clock (:func:`~gwproactor.ops.clock.use_monotonic_time`; see ``docs/embedding.rst``).
+        """
+        if self.settings.monotonic_time:
+            use_monotonic_time(self.reactor)
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from gwproactor.config import ProactorSettings, load_settings
 from gwproactor.errors import ConfigError
+from gwproactor.ops.clock import use_monotonic_time
 from gwproactor.ops.gcfreeze import freeze_after_start
 
 __all__ = ["AppSpec", "load_app", "make_service", "run"]
@@ -138,6 +139,8 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None =
     except ConfigError as e:
         print(f"gwproactor: {e}", file=sys.stderr)
         return 2
+    if proactor.settings.monotonic_time:
+        use_monotonic_time(reactor)  # before anything is scheduled on the wall clock (startService does it too)
     proactor.use_log_levels(levels)
     if log_level:
         from gwproactor.logs import level_from_name

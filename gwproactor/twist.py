@@ -13,6 +13,7 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
+from gwproactor.ops.clock import use_monotonic_time
 from gwproactor.ops.gcfreeze import freeze_after_start
 from gwproactor.runner import AppSpec, make_service
 
@@ -57,6 +58,8 @@ class GwproactorServiceMaker:
             except ReactorNotRunning:
                 pass
 
+        if proactor.settings.monotonic_time:
+            use_monotonic_time(reactor)  # before twist starts anything (startService does it too)
         proactor.when_shut_down().addCallback(shut_down)
         if not options["no-gc-freeze"]:
             # twist starts the application's services before the reactor runs this.

@@ -31,7 +31,7 @@ def snapshot(path) -> dict:
 def store_dir(tmp_path):
     clock = Clock()
     clock.advance(1_700_000_000)
-    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    s = FileEventStore.open(str(tmp_path), clock=clock, wall=clock.seconds, sync="never")
     for i in range(3):
         s.append(f"p{i}", json.dumps({"TypeName": "gridworks.event.problem", "N": i}).encode())
         clock.advance(1)

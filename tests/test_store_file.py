@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import pytest_twisted
@@ -56,6 +57,7 @@ def clock():
 
 def open_store(path, clock, **kw):
     kw.setdefault("sync", "never")
+    kw.setdefault("wall", clock.seconds)  # the test's clock is also the wall clock of the record times
     return FileEventStore.open(str(path), clock=clock, **kw)
 
 
@@ -232,6 +234,34 @@ def test_drops_and_set_aside_persist(tmp_path, clock):
     assert b"e3" in (aside / "events.log").read_bytes()
     reason = json.loads((aside / "reasons.jsonl").read_text().splitlines()[0])
     assert reason["id"] == "e3" and reason["reason"] == "undecodable payload"
+
+
+def test_files_carry_wall_time_not_the_clock(tmp_path):
+    """Record, ack, received-id and set-aside times are time.time(), whatever the (monotonic) timer clock says."""
+    from gwproactor.store import _format
+
+    clock = Clock()
+    clock.advance(5.0)  # a monotonic clock reads seconds since boot, not since the epoch
+    before = time.time()
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    for i in range(3):
+        value(s.append(f"e{i}", b"x"))
+    s.ack("e0")
+    s.set_aside("e1", "test")
+    s.received.remember("r0")
+    assert s.stats()["oldest_age_s"] < 60
+    value(s.close())
+    after = time.time()
+    kinds, times = [], []
+    for name in sorted(os.listdir(tmp_path)):
+        if name.endswith((".log", ".ack")):
+            records, _ = _format.scan((tmp_path / name).read_bytes())
+            kinds += [r.kind for r in records]
+            times += [r.time for r in records]
+    reason = json.loads((tmp_path / "set-aside" / "reasons.jsonl").read_text().splitlines()[0])
+    times += [reason["appended"], reason["set_aside"]]
+    assert {_format.KIND_EVENT, _format.KIND_ACK, _format.KIND_RECEIVED} <= set(kinds)
+    assert all(before - 1 <= t <= after + 1 for t in times), times
 
 
 def test_second_open_is_locked(tmp_path, clock):

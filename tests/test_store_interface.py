@@ -33,9 +33,9 @@ class Harness:
     def make(self, **settings):
         on_problem = lambda s, d: self.problems.append((s, d))  # noqa: E731
         if self.kind == "memory":
-            return MemoryEventStore(clock=self.clock, on_problem=on_problem, **settings)
-        return FileEventStore.open(str(self.tmp_path / "store"), clock=self.clock, on_problem=on_problem,
-                                   sync="group", fsync=lambda fd: None, **settings)
+            return MemoryEventStore(clock=self.clock, wall=self.clock.seconds, on_problem=on_problem, **settings)
+        return FileEventStore.open(str(self.tmp_path / "store"), clock=self.clock, wall=self.clock.seconds,
+                                   on_problem=on_problem, sync="group", fsync=lambda fd: None, **settings)
 
     def result(self, d):
         """Let any group commit happen and return the Deferred's result (raise its failure)."""

@@ -331,3 +331,47 @@ async def test_web_service_listens_on_an_endpoint_string(proactor: FakeProactor,
     await service.stopService()
     with pytest.raises(Exception):
         await treq.get(url + "/stats", persistent=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_defaulted_time_and_access_log_dates_are_wall_time_on_a_monotonic_reactor(
+    proactor: FakeProactor, reactor: Any
+) -> None:
+    """On a monotonic reactor whose wall clock stepped a year since, TimeCreatedMs and access-log dates follow the wall."""
+    import time
+
+    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.web.http import datetimeToLogString
+
+    from gwproactor.ops.clock import is_monotonic, use_monotonic_time
+
+    assert use_monotonic_time(reactor) and is_monotonic(reactor)  # what every running proactor does
+    year = 365 * 86400.0
+
+    def stepped() -> float:
+        return time.time() + year  # the wall clock a year after the switch; reactor.seconds() did not follow
+
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        text = formatEvent(event)
+        if "POST /events" in text:
+            lines.append(text)
+
+    service = WebService(proactor, "tcp:0:interface=127.0.0.1", wall=stepped)
+    service.startService()
+    globalLogPublisher.addObserver(observe)
+    try:
+        port = await service.when_listening()
+        before = int(stepped() * 1000)
+        body = {"TypeName": "gridworks.event.problem", "ProblemType": "warning", "Summary": "s", "Details": ""}
+        code, _ = await post(f"http://127.0.0.1:{port.getHost().port}/events", json.dumps(body).encode())
+        after = int(stepped() * 1000)
+        assert code == 200
+        assert before <= proactor.events[0].time_created_ms <= after
+        await wait_until(reactor, lambda: bool(lines))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await service.stopService()
+    day = datetimeToLogString(stepped())[1:12]  # "[14/Nov/2024:..." -> "14/Nov/2024"
+    assert day in lines[0], lines[0]

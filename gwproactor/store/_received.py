@@ -8,6 +8,7 @@ per remembered id.  When it holds twice the window it is rewritten with the curr
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -35,10 +36,13 @@ class FileReceivedIds:
     fsyncs on its own: a write sets :attr:`dirty` and calls ``on_dirty()``, and the store's next
     commit fsyncs a duplicate of the file's descriptor (:meth:`dup_for_sync`) with its own files,
     in the store's fsync thread when it has one.
+
+    ``clock`` runs the group fsync timer; each record's time is ``wall()`` (:func:`time.time`).
     """
 
     _directory: str = attrs.field(alias="directory")
     _clock: object = attrs.field(alias="clock")
+    _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall")
     window: int = DEFAULT_WINDOW
     _sync: str = attrs.field(default="group", alias="sync")
     _group_ms: float = attrs.field(default=10.0, alias="group_ms")
@@ -59,7 +63,7 @@ class FileReceivedIds:
     def open(cls, directory: str, *, clock=None, window: int = DEFAULT_WINDOW, sync: str = "group",
              group_ms: float = 10.0, fsync: Callable[[int], None] = os.fsync,
              on_problem: ProblemCallback | None = None,
-             on_dirty: Callable[[], None] | None = None) -> FileReceivedIds:
+             on_dirty: Callable[[], None] | None = None, wall: Callable[[], float] = time.time) -> FileReceivedIds:
         """Load the window from ``directory`` (created if missing); corrupt parts are skipped and reported."""
         check_choice("sync", sync, SYNC_POLICIES)
         if window < 1:
@@ -67,8 +71,8 @@ class FileReceivedIds:
         if clock is None:
             from twisted.internet import reactor as clock
         os.makedirs(directory, exist_ok=True)
-        self = cls(directory=directory, clock=clock, window=window, sync=sync, group_ms=group_ms, fsync=fsync,
-                   on_problem=on_problem, on_dirty=on_dirty)
+        self = cls(directory=directory, clock=clock, wall=wall, window=window, sync=sync, group_ms=group_ms,
+                   fsync=fsync, on_problem=on_problem, on_dirty=on_dirty)
         self._load()
         return self
 
@@ -121,7 +125,7 @@ class FileReceivedIds:
         if len(self._ids) > self.window:
             self._ids.popitem(last=False)
         try:
-            os.write(self._fd, _format.encode(_format.KIND_RECEIVED, self._clock.seconds(), event_id))
+            os.write(self._fd, _format.encode(_format.KIND_RECEIVED, self._wall(), event_id))
         except OSError as e:
             report_problem(self._on_problem, "received-id window write failed", f"{self._path}: {e}")
             return
@@ -184,7 +188,7 @@ class FileReceivedIds:
             os.close(self._fd)
             self._fd = None
         tmp = os.path.join(self._directory, _TMP_NAME)
-        now = self._clock.seconds()
+        now = self._wall()
         data = b"".join(_format.encode(_format.KIND_RECEIVED, now, i) for i in self._ids)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:

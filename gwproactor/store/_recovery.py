@@ -145,7 +145,7 @@ class RecoveryMixin:
                 good = bytearray()
                 ids = {e[0]: e[3] for e in scan.events}
                 for offset in sorted(scan.acked):
-                    good += _format.encode_ack(self._clock.seconds(), ids[offset], offset)
+                    good += _format.encode_ack(self._wall(), ids[offset], offset)
                 self._write_file(ack_name, bytes(good))
                 seg.ack_size = len(good)
             events = list(scan.pending())

@@ -31,6 +31,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from typing import Any
 from collections.abc import Callable
 
@@ -195,7 +196,10 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     Construct it with :meth:`open` (recovery runs synchronously, before the reactor matters).
 
     :param directory: the store directory (created if missing).
-    :param clock: provides ``seconds`` and ``callLater`` (default: the global reactor).
+    :param clock: provides ``seconds`` and ``callLater`` for the group-commit timer (default: the global reactor).
+    :param wall: the wall clock (default :func:`time.time`) of the times the store writes into its files
+        (record and ack times, ``set-aside/reasons.jsonl``) and of ``oldest_age_s``: seconds since the
+        epoch, never the reactor's (monotonic) ``seconds()``.
     :param sync: ``always`` | ``group`` | ``never``.
     :param group_ms: longest wait for the group fsync under ``group``.
     :param segment_bytes: a new segment starts when the current one would grow past this.
@@ -213,6 +217,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
 
     _directory: str = attrs.field(alias="directory")
     _clock: object = attrs.field(alias="clock")
+    _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall")
     _sync: str = attrs.field(default="group", alias="sync")
     _group_ms: float = attrs.field(default=DEFAULT_GROUP_MS, alias="group_ms")
     _segment_bytes: int = attrs.field(default=DEFAULT_SEGMENT_BYTES, alias="segment_bytes")
@@ -262,7 +267,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
              full_policy: str = "drop_oldest", on_problem: ProblemCallback | None = None,
              fsync: Callable[[int], None] = os.fsync, fsync_in_thread: bool = False,
              fsync_runner: Callable[[Callable[[], list]], Deferred] | None = None,
-             received_window: int = DEFAULT_WINDOW) -> FileEventStore:
+             received_window: int = DEFAULT_WINDOW, wall: Callable[[], float] = time.time) -> FileEventStore:
         """Open (creating if needed) and recover the store in ``directory``.
 
         Never refuses to start because of what is in the directory: unreadable entries and corrupt
@@ -280,7 +285,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         thread = None
         if fsync_in_thread and fsync_runner is None:
             fsync_runner = thread = FsyncThread(clock)
-        self = cls(directory=directory, clock=clock, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
+        self = cls(directory=directory, clock=clock, wall=wall, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
                    max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem, fsync=fsync,
                    fsync_runner=fsync_runner)
         self._fsync_thread = thread
@@ -296,7 +301,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             for line in self._parked.problems:
                 report_problem(on_problem, "event store: a parked event cannot be read", line)
             self._recover()
-            self.received = FileReceivedIds.open(directory, clock=clock, window=received_window, sync=sync,
+            self.received = FileReceivedIds.open(directory, clock=clock, wall=wall, window=received_window, sync=sync,
                                                  group_ms=group_ms, fsync=fsync, on_problem=on_problem,
                                                  on_dirty=self._received_dirty)
         except BaseException:
@@ -360,7 +365,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
                 self._waiters.append((d, event_id))
                 return d
             return succeed(event_id)
-        now = self._clock.seconds()
+        now = self._wall()
         try:
             frame = _format.encode(_format.KIND_EVENT, now, event_id, payload)
         except ValueError as e:
@@ -449,7 +454,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
                 f.write(raw)
             with open(self._path(SET_ASIDE_DIR, "reasons.jsonl"), "a", encoding="utf-8") as f:
                 f.write(json.dumps({"id": event_id, "reason": reason, "appended": t,
-                                    "set_aside": self._clock.seconds(), "bytes": len(raw)}) + "\n")
+                                    "set_aside": self._wall(), "bytes": len(raw)}) + "\n")
         except OSError as e:
             report_problem(self._on_problem, "event store could not save a set-aside event",
                            f"event {event_id}: {e}; it is removed from the store anyway")
@@ -525,7 +530,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         return {
             "pending": len(self._index),
             "pending_bytes": self._pending_bytes,
-            "oldest_age_s": max(0.0, self._clock.seconds() - oldest[3]) if oldest else 0.0,
+            "oldest_age_s": max(0.0, self._wall() - oldest[3]) if oldest else 0.0,
             "appended": self._appended,
             "acked": self._acked,
             "dropped": self._dropped,
@@ -664,7 +669,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._write_ack(seg, event_id, offset)
 
     def _write_ack(self, seg: Segment, event_id: str, offset: int) -> None:
-        frame = _format.encode_ack(self._clock.seconds(), event_id, offset)
+        frame = _format.encode_ack(self._wall(), event_id, offset)
         try:
             if seg.ack_fd is None:
                 seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -36,13 +37,16 @@ class MemoryEventStore(BoundedStore):
     Sizes are counted exactly as the file store counts them (framed record size), so the size bound
     and both full policies behave the same.
 
-    :param clock: time source for ``oldest_age_s`` (default: the global reactor).
+    :param clock: accepted like the file store's (default: the global reactor); the memory store has no timers.
+    :param wall: the wall clock of the append times and ``oldest_age_s`` (default :func:`time.time`), as in
+        the file store.
     :param max_bytes: bound on pending bytes, or None for no bound.
     :param full_policy: ``drop_oldest`` or ``reject_new``.
     :param on_problem: ``on_problem(summary, details)`` is called each time a full policy applies.
     """
 
     _clock: object = attrs.field(factory=_default_clock, alias="clock")
+    _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall")
     _max_bytes: int | None = attrs.field(default=DEFAULT_MAX_BYTES, alias="max_bytes")
     _full_policy: str = attrs.field(default="drop_oldest", alias="full_policy")
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
@@ -73,7 +77,7 @@ class MemoryEventStore(BoundedStore):
         if not self._make_room(event_id, size):
             return fail(StoreFull(f"event store full ({self._pending_bytes} of {self._max_bytes} bytes pending); "
                                   f"event {event_id} rejected"))
-        self._events[event_id] = (bytes(payload), size, self._clock.seconds())
+        self._events[event_id] = (bytes(payload), size, self._wall())
         self._pending_bytes += size
         self._appended += 1
         return succeed(event_id)
@@ -154,7 +158,7 @@ class MemoryEventStore(BoundedStore):
         return {
             "pending": len(self._events),
             "pending_bytes": self._pending_bytes,
-            "oldest_age_s": max(0.0, self._clock.seconds() - oldest[2]) if oldest else 0.0,
+            "oldest_age_s": max(0.0, self._wall() - oldest[2]) if oldest else 0.0,
             "appended": self._appended,
             "acked": self._acked,
             "dropped": self._dropped,

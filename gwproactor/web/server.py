@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
+from zope.interface import provider
 
 from gwproactor.errors import DecodeError, StoreClosed, StoreFull
 
@@ -135,7 +138,9 @@ class EventsResource(_JSONResource):
     The body is one payload object with a ``TypeName`` that decodes (with the
     proactor's codec) to an event class: any ``gridworks.event.*`` name or a
     registered application event.  Missing ``Src`` defaults to the proactor's
-    name, missing ``MessageId`` to a new uuid4, missing ``TimeCreatedMs`` to now.
+    name, missing ``MessageId`` to a new uuid4, missing ``TimeCreatedMs`` to now
+    (``wall()``, :func:`time.time` by default: a timestamp, never the reactor's
+    monotonic ``seconds()``).
 
     Replies: 200 ``{"MessageId": ...}`` once the event is durable; 413 for a
     body over the limit; 422 ``{"error": ...}`` for input that is not JSON, not
@@ -143,10 +148,10 @@ class EventsResource(_JSONResource):
     rejects the event (full or closed); 500 for anything else.
     """
 
-    def __init__(self, proactor: Any, clock: Any = None) -> None:
+    def __init__(self, proactor: Any, wall: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.proactor = proactor
-        self.clock = clock
+        self.wall = wall
         self.accepted = 0
         self.rejected = 0
         self.unavailable = 0
@@ -169,7 +174,7 @@ class EventsResource(_JSONResource):
 
     def decode(self, body: bytes) -> Any:
         """The event in ``body``; raises :class:`~gwproactor.errors.DecodeError` with a precise message."""
-        from gwproactor.message import Event, now_ms
+        from gwproactor.message import Event
 
         try:
             obj = json.loads(body.decode("utf-8"))
@@ -183,7 +188,7 @@ class EventsResource(_JSONResource):
         obj.setdefault("Src", self.proactor.name)
         obj.setdefault("MessageId", str(uuid.uuid4()))
         if "TimeCreatedMs" not in obj:
-            obj["TimeCreatedMs"] = int(self.clock.seconds() * 1000) if self.clock is not None else now_ms()
+            obj["TimeCreatedMs"] = int(self.wall() * 1000)
         payload = self.proactor.codec.payload_from_dict(obj)
         if not isinstance(payload, Event):
             raise DecodeError(f"Payload.TypeName: {obj.get('TypeName')!r} is not an event type")
@@ -232,12 +237,27 @@ class EventsResource(_JSONResource):
         self._finish(request, gone, 500, {"error": f"event not stored: {failure.getErrorMessage()}"})
 
 
+def _wall_clock_log_formatter(wall: Callable[[], float]) -> Callable[[str, Any], str]:
+    """Twisted's combined access-log format, dated with ``wall()``.
+
+    ``HTTPFactory`` dates its access-log lines from ``reactor.seconds()``, which is monotonic
+    once the proactor has started (:mod:`gwproactor.ops.clock`): they would read 1970.
+    """
+
+    @provider(IAccessLogFormatter)
+    def format_line(timestamp: str, request: Any) -> str:
+        return http.combinedLogFormatter(http.datetimeToLogString(wall()), request)
+
+    return format_line
+
+
 def make_site(
     proactor: Any,
     *,
     required_links: Iterable[str] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
-    clock: Any = None,
+    wall: Callable[[], float] = time.time,
+    reactor: Any = None,
 ) -> server.Site:
     """A :class:`~twisted.web.server.Site` serving ``/health``, ``/stats`` and ``/events`` for ``proactor``.
 
@@ -245,14 +265,16 @@ def make_site(
         links is ``"active"`` (from ``proactor.link_states()``); otherwise
         ``proactor.health()`` decides.
     :param max_body_bytes: bound of a ``POST /events`` body.
-    :param clock: time source for defaulted ``TimeCreatedMs`` (default: wall clock).
+    :param wall: the wall clock of defaulted ``TimeCreatedMs`` and of the access log's dates
+        (default :func:`time.time`).
+    :param reactor: runs the HTTP timeouts (default: the global reactor).
     """
     root = _Root()
     root.putChild(b"health", HealthResource(proactor, required_links))
     root.putChild(b"stats", StatsResource(proactor))
-    events = EventsResource(proactor, clock)
+    events = EventsResource(proactor, wall)
     root.putChild(b"events", events)
-    site = server.Site(root)
+    site = server.Site(root, logFormatter=_wall_clock_log_formatter(wall), reactor=reactor)
     site.requestFactory = BoundedRequest
     site.max_body_bytes = max_body_bytes
     site.events = events
@@ -282,6 +304,7 @@ class WebService(Service):
         self.proactor = proactor
         self.endpoint = endpoint
         self.reactor = reactor if reactor is not None else proactor.reactor
+        site_kwargs.setdefault("reactor", self.reactor)
         self.site = make_site(proactor, **site_kwargs)
         self.port: Any = None
         self._listening: Deferred | None = None
