@@ -236,8 +236,8 @@ class LinkSettings(_Settings):
     #: the application-level acks, and QoS 1 only adds a PUBACK per hop (measured: same throughput, a
     #: longer round-trip tail).  1 is available.
     qos: int = attrs.field(default=0, validator=_qos)
-    #: Most events per batched frame between two gwproactor peers (0: never batch, and do not announce it;
-    #: use 0 on links to gridworks-proactor 4.x peers to keep them from seeing the announcement).
+    #: Most events per batched frame between two gwproactor peers (0: never batch, and do not offer it).
+    #: Batching is offered in a ping field that gridworks-proactor 4.x ignores, so 4.x peers never see it.
     batch_max: int = attrs.field(default=100, validator=_non_negative)
     #: Sends of one event that get no ack, while the peer acks later events, before the event is parked
     #: (kept in the store's parked area, reported, re-queueable; see ``docs/delivery.rst``).

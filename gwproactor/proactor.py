@@ -347,7 +347,7 @@ class Proactor(MultiService):
             event = COMM_EVENT_TYPES[type_name](src=self.name, peer_name=link.link_name)
             self._generate_quietly(event)
         if transition.entered_active:
-            link.send_hello()
+            link.announce()
             if link is self.upstream and self.outbox is not None:
                 self.outbox.activated()
             self._call_hook(self.link_activated, link)

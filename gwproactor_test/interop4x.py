@@ -74,11 +74,11 @@ INTEROP_LINK_SETTINGS: dict[str, Any] = {
     "ack_timeout_s": 5.0,
     "heartbeat_s": 1.0,
     "receive_deadline_s": 10.0,
-    "batch_max": 0,
 }
 """Our link settings for a 4.x peer in these tests: 4.x's ack timeout (5 s); a 1 s heartbeat (4.x acks each ping,
-which feeds our receive deadline: 4.x itself only pings after 60 s without sending); ``batch_max`` 0, since 4.x does
-not know ``gwproactor.batch`` nor the ``gwproactor.hello`` that announces it."""
+which feeds our receive deadline: 4.x itself only pings after 60 s without sending).  ``batch_max`` keeps its
+default (100): our side offers batching only inside its pings, which 4.x ignores, and sends a
+``gwproactor.hello`` or a batch only to a peer that offered batching too, so a 4.x peer never sees either."""
 
 _MARKER = "gwproactor-test-venv.json"
 _PEER_SCRIPT = Path(__file__).resolve().parent / "_peer4x" / "peer.py"

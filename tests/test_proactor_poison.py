@@ -230,3 +230,39 @@ def test_resent_without_cause_counts_a_send_with_no_timeout_or_loss_between() ->
     outbox.activated()  # a bug of this kind: the window is sent again with no cause
     assert outbox.stats.resent_without_cause == 2
     assert outbox.stats.resent == 0
+
+
+def test_no_hello_reaches_a_peer_that_offered_no_capabilities() -> None:
+    """Batching child, 4.x-like parent (batch_max 0): the child offers batching in its pings only; no hello is sent."""
+    p = Pair(batch_max=100, parent_batch_max=0)
+    p.start()
+    for n in range(5):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn(20)
+    p.clock.advance(10)
+    p.turn(20)
+    published = p.child_client.take_published()
+    assert [m for m in published if m.topic.endswith("gwproactor-hello")] == []
+    pings = [m for m in published if m.topic.endswith("gridworks-ping")]
+    assert any(b'"Capabilities":["batch1"]' in m.payload for m in pings)  # the offer, on activation
+    assert p.child.links["parent"].peer_accepts_batches is False
+    assert summaries(p.parent) == [f"event {n}" for n in range(5)]
+
+
+def test_batching_is_negotiated_again_after_a_flap() -> None:
+    """Two gwproactor peers: capabilities are offered in pings, answered by a hello, and again after a flap."""
+    p = Pair(batch_max=100, parent_batch_max=100)
+    p.start()
+    p.turn(20)
+    link = p.child.links["parent"]
+    assert link.peer_accepts_batches
+    parent_link = p.parent.links["child"]
+    parent_link.instrument.hold_outgoing = True
+    for _ in range(21):  # heartbeat ping at 10 s, unanswered; its probe unanswered at 20 s
+        p.clock.advance(1)
+    assert not link.is_active and not link.peer_accepts_batches
+    parent_link.instrument.held_outgoing.clear()
+    parent_link.instrument.hold_outgoing = False
+    p.clock.advance(5)
+    p.turn(20)
+    assert link.is_active and link.peer_accepts_batches

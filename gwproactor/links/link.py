@@ -42,6 +42,9 @@ __all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawF
 #: The capability a peer announces in its :class:`~gwproactor.message.Hello` when it accepts event batches.
 BATCH_CAPABILITY = "batch1"
 
+#: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
+CAPABILITIES_FIELD = "Capabilities"
+
 
 @attrs.frozen
 class RawFrame:
@@ -355,6 +358,12 @@ class Link(Service):
         self._feed(LinkInput.message_from_peer)
         if isinstance(payload, Ping):
             self._send_ack(header.message_id)
+            announced = payload.extra.get(CAPABILITIES_FIELD)
+            if isinstance(announced, list):
+                # Only a gwproactor peer puts capabilities in its pings: answering it with a Hello
+                # is safe (a 4.x peer would log a decode error for every gwproactor.hello).
+                self.peer_capabilities = frozenset(str(c) for c in announced)
+                self.send_hello()
             return
         if isinstance(payload, Hello):
             self.peer_capabilities = frozenset(str(c) for c in payload.capabilities)
@@ -417,13 +426,32 @@ class Link(Service):
             return d
         return self._publish(message)
 
-    def send_hello(self) -> None:
-        """Announce our optional capabilities to the peer (only when batching is configured)."""
-        if self.batch_max > 1:
-            from gwproactor import __version__
+    @property
+    def capabilities(self) -> list[str]:
+        """What this side offers the peer (``["batch1"]`` when batching is configured)."""
+        return [BATCH_CAPABILITY] if self.batch_max > 1 else []
 
-            d = self.send(Hello(capabilities=[BATCH_CAPABILITY], version=__version__), ack_required=False)
-            d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
+    def announce(self) -> None:
+        """Offer our capabilities in a ping (the link just became active; only when batching is configured).
+
+        The ping is a plain ``gridworks.ping`` with one extra field, which a gridworks-proactor 4.x
+        peer ignores (and acks).  A gwproactor peer answers with a
+        :class:`~gwproactor.message.Hello` carrying its own capabilities.  Heartbeat pings carry
+        nothing extra.
+        """
+        caps = self.capabilities
+        if caps and self.machine.is_connected:
+            d = self.send(Ping(extra={CAPABILITIES_FIELD: caps}))
+            d.addErrback(lambda f: f.trap(AckTimeout, LinkDown, NotConnectedError, PublishFailed))
+
+    def send_hello(self) -> None:
+        """Tell a gwproactor peer our capabilities (in answer to its capability ping; not acked)."""
+        if not self.capabilities:
+            return
+        from gwproactor import __version__
+
+        d = self.send(Hello(capabilities=self.capabilities, version=__version__), ack_required=False)
+        d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
 
     def send_batch(self, batch_id: str, stored_events: list[bytes]) -> Deferred:
         """Send stored event payloads (their JSON as stored) as one :class:`~gwproactor.message.EventBatch`.
