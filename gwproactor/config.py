@@ -242,6 +242,8 @@ class LinkSettings(_Settings):
     #: Sends of one event that get no ack, while the peer acks later events, before the event is parked
     #: (kept in the store's parked area, reported, re-queueable; see ``docs/delivery.rst``).
     park_after: int = attrs.field(default=3, validator=_positive)
+    #: Frames from the peer larger than this are dropped before decoding (counted as ``oversized``).
+    max_frame_bytes: int = attrs.field(default=4 * MiB, validator=_positive, metadata={_BYTES: True})
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ from gwproactor.links.outbox import Outbox
 from gwproactor.mqtt.settings import make_broker
 from gwproactor.logs import LogLevels, level_from_name
 from gwproactor.ops.clock import use_monotonic_time
+from gwproactor.ops.counters import BoundedCounter
 from gwproactor.ops.problems import RateLimiter
 from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
 from gwproactor.message import (
@@ -112,7 +113,8 @@ class Proactor(MultiService):
         self.problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
         self.log_levels = LogLevels()
         self.apply_log_settings()
-        self.event_counts: Counter = Counter()
+        # Keyed by TypeName, which peers choose: bounded (see BoundedCounter).
+        self.event_counts: Counter = BoundedCounter(max_keys=200)
         self.counters: Counter = Counter()
         self.inbox = Inbox(self)
         self.exit_code = 0
@@ -211,6 +213,7 @@ class Proactor(MultiService):
                 qos=ls.qos,
                 upstream=ls.upstream,
                 batch_max=ls.batch_max,
+                max_frame_bytes=ls.max_frame_bytes,
             )
             self.links[link_name] = link
             self.addService(link)

@@ -22,6 +22,8 @@ from gwproactor.errors import AckTimeout, DecodeError, LinkDown, NotConnectedErr
 from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
 from gwproactor.links.liveness import Liveness
+from gwproactor.ops.counters import BoundedCounter
+from gwproactor.ops.problems import RateLimiter
 from gwproactor.links.machine import PEER_HEARD_STATES, AckEvidence, LinkInput, LinkMachine, LinkState, Transition
 from gwproactor.message import (
     Ack,
@@ -58,16 +60,20 @@ class RawFrame:
 class LinkStats:
     """Counters of one link."""
 
-    messages_in: Counter = attrs.field(factory=Counter)
-    """Accepted frames from the peer, by TypeName."""
-    messages_out: Counter = attrs.field(factory=Counter)
+    messages_in: Counter = attrs.field(factory=BoundedCounter)
+    """Accepted frames from the peer, by TypeName (at most 100 names; the rest under ``"(other)"``)."""
+    messages_out: Counter = attrs.field(factory=BoundedCounter)
     """Frames published to the peer, by TypeName."""
-    comm_events: Counter = attrs.field(factory=Counter)
+    comm_events: Counter = attrs.field(factory=BoundedCounter)
     """Comm events generated, by TypeName."""
     rejected: int = 0
     """Frames refused because their topic, Src or Dst did not match this link."""
     decode_errors: int = 0
     """Frames from the peer that could not be decoded."""
+    oversized: int = 0
+    """Frames larger than the link's ``max_frame_bytes``, dropped before decoding."""
+    bad_frames_suppressed: int = 0
+    """Bad frames (rejected, undecodable, oversized) not logged because of the rate limit (5 a minute per kind)."""
     publish_failures: int = 0
     """Publishes that failed (not connected, or the connection dropped)."""
     acks_sent: int = 0
@@ -153,6 +159,7 @@ class Link(Service):
         qos: int = 1,
         upstream: bool = False,
         batch_max: int = 0,
+        max_frame_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.name = f"link:{name}"
         self.link_name = name
@@ -167,6 +174,8 @@ class Link(Service):
         self.qos = qos
         self.upstream = upstream
         self.batch_max = batch_max
+        self.max_frame_bytes = max_frame_bytes
+        self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
         import json
 
@@ -315,6 +324,12 @@ class Link(Service):
         if self.instrument.drop_incoming:
             self.stats.dropped_by_instrumentation += 1
             return
+        if len(payload) > self.max_frame_bytes:
+            self.stats.oversized += 1
+            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
+                            f"topic {_cut(topic)}: {len(payload)} bytes, more than max_frame_bytes "
+                            f"({self.max_frame_bytes}); dropped without decoding")
+            return
         try:
             src, dst, _type = parse_topic(topic)
         except TopicError as e:
@@ -327,11 +342,12 @@ class Link(Service):
             message = self.codec.decode(payload)
         except DecodeError as e:
             self.stats.decode_errors += 1
-            self._problem("warning", f"undecodable frame on link {self.link_name}", f"topic {topic}: {e}")
+            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
+                            f"topic {_cut(topic)}: {_cut(str(e), 1000)}")
             return
         header = message.header
         if header.src != self.peer_long_name or header.dst != self.own_short_name:
-            self._reject(topic, f"header Src/Dst {header.src!r}/{header.dst!r} do not match the link")
+            self._reject(topic, f"header Src/Dst {_cut(header.src)}/{_cut(header.dst)} do not match the link")
             return
         self.receive_frame(message)
 
@@ -395,7 +411,17 @@ class Link(Service):
 
     def _reject(self, topic: str, why: str) -> None:
         self.stats.rejected += 1
-        self._problem("warning", f"frame rejected on link {self.link_name}", f"topic {topic}: {why}")
+        self._bad_frame("rejected", f"frame rejected on link {self.link_name}", f"topic {_cut(topic)}: {why}")
+
+    def _bad_frame(self, kind: str, summary: str, details: str) -> None:
+        """Report a bad frame: at most 5 a minute per kind, each saying how many were left out before it."""
+        if not self._bad_frames.allow(kind):
+            self.stats.bad_frames_suppressed += 1
+            return
+        suppressed = self._bad_frames.take_suppressed(kind)
+        if suppressed:
+            details = f"{details} ({suppressed} more {kind} frames were not reported)"
+        self._problem("warning", summary, details)
 
     def _problem(self, problem_type: str, summary: str, details: str) -> None:
         self.log.warn("{summary}: {details}", summary=summary, details=details, link_name=self.link_name)
@@ -622,3 +648,8 @@ class Link(Service):
             "recent_transitions": self.recent_transitions,
             "stats": self.stats.as_dict(),
         }
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a log line or problem event (peers choose what is in it)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

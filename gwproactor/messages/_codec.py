@@ -11,7 +11,7 @@ from zope.interface import implementer
 from gwproactor.errors import DecodeError, EncodeError
 from gwproactor.interfaces import ICodec
 from gwproactor.messages._payloads import Header, Message, default_registry
-from gwproactor.messages._schema import PayloadRegistry, spec_for, type_label
+from gwproactor.messages._schema import PayloadRegistry, shorten, spec_for, type_label
 
 _HEADER_SPEC = spec_for(Header)
 _HEADER_TYPE = Header.TYPE_NAME
@@ -24,7 +24,7 @@ def _envelope_error(obj: dict) -> DecodeError:
     if "TypeName" not in obj:
         return DecodeError("TypeName: missing field (expected 'gw')")
     if obj["TypeName"] != "gw":
-        return DecodeError(f"TypeName: expected 'gw', got {obj['TypeName']!r}")
+        return DecodeError(f"TypeName: expected 'gw', got {shorten(obj['TypeName'])}")
     for part in ("Header", "Payload"):
         if part not in obj:
             return DecodeError(f"{part}: missing field")
@@ -33,7 +33,7 @@ def _envelope_error(obj: dict) -> DecodeError:
     header_type = obj["Header"].get("TypeName")
     if "TypeName" not in obj["Header"]:
         return DecodeError("Header.TypeName: missing field")
-    return DecodeError(f"Header.TypeName: expected {_HEADER_TYPE!r}, got {header_type!r}")
+    return DecodeError(f"Header.TypeName: expected {_HEADER_TYPE!r}, got {shorten(header_type)}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -152,7 +152,8 @@ class Codec:
             if type(payload_type) is not str:
                 self.payload_from_dict(payload_data)  # raises the missing / wrong type error
             raise DecodeError(
-                f"Header.MessageType: {header.message_type!r} does not match Payload.TypeName {payload_type!r}"
+                f"Header.MessageType: {shorten(header.message_type)} does not match Payload.TypeName "
+                f"{shorten(payload_type)}"
             )
         payload = self.registry.spec(payload_type).from_dict(payload_data, "Payload", payload_type)
         if len(obj) != 3:

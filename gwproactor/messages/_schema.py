@@ -201,6 +201,14 @@ def spec_for(cls: type) -> ClassSpec:
 # straight-line code with no loop over fields and no attrs introspection per call.
 
 
+def shorten(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters (and saying how long it was): for error messages about input."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _missing_field(path: str, key: str) -> DecodeError:
     return DecodeError(f"{path}.{key}: missing field")
 
@@ -210,7 +218,7 @@ def _wrong_type(path: str, key: str, label: str, value: object) -> DecodeError:
 
 
 def _wrong_value(path: str, key: str, label: str, value: object) -> DecodeError:
-    return DecodeError(f"{path}.{key}: expected {label}, got {value!r}")
+    return DecodeError(f"{path}.{key}: expected {label}, got {shorten(value)}")
 
 
 def _compile(name: str, source: str, namespace: dict[str, Any], cls: type) -> Callable:
@@ -359,7 +367,7 @@ class PayloadRegistry:
         if self._generic_spec is not None and type_name.startswith(EVENT_PREFIX):
             return self._generic_spec
         raise UnknownTypeError(
-            f"Payload.TypeName: unknown type {type_name!r}; register its class with the codec's PayloadRegistry"
+            f"Payload.TypeName: unknown type {shorten(type_name)}; register its class with the codec's PayloadRegistry"
         )
 
     def copy(self) -> PayloadRegistry:
