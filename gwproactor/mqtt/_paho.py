@@ -193,7 +193,11 @@ class _MemorySocket:
 
     def compact(self) -> None:
         if self._position:
-            del self._buffer[: self._position]
+            if self._position >= len(self._buffer):
+                # All read: a new buffer gives a large frame's memory back (the old one keeps its capacity).
+                self._buffer = bytearray()
+            else:
+                del self._buffer[: self._position]
             self._position = 0
 
     # -- the socket API paho uses -------------------------------------------
