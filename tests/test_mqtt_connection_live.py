@@ -308,3 +308,21 @@ async def test_no_fd_leak_across_reconnects(private_broker, request) -> None:
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
     assert conn.stats()["connects"] == 31 and conn.stats()["disconnects"] == 30
+
+
+@pytest_twisted.ensureDeferred
+async def test_connecting_logs_no_factory_noise(private_broker: PrivateBroker) -> None:
+    """Connecting and disconnecting logs no Twisted "Starting factory" / "Stopping factory" lines."""
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    conn = BrokerConnection("quiet", _reactor(), endpoint=private_broker.endpoint())
+    try:
+        conn.startService()
+        await within(conn.when_connected())
+        await conn.stopService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    noise = [e for e in seen if "factory" in str(e.get("log_format", "")).lower()]
+    assert noise == []

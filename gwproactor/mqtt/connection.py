@@ -14,9 +14,9 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     SSL4ClientEndpoint,
     clientFromString,
-    connectProtocol,
     wrapClientTLS,
 )
+from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +39,18 @@ log = Logger()
 
 _STOP_GRACE_S = 5.0
 
+
+
+class _QuietOneShot(Factory):
+    """The factory of one connection attempt: it builds the given session, and logs no "Starting factory" lines."""
+
+    noisy = False
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self._session
 
 @attrs.define(frozen=True)
 class TLSOptions:
@@ -418,7 +430,7 @@ class BrokerConnection(Service):
         self._attempt_timed_out = False
         self._timeout_call = self.reactor.callLater(self.connect_timeout, self._connect_timed_out)
         try:
-            attempt = connectProtocol(self._client_endpoint, session)
+            attempt = self._client_endpoint.connect(_QuietOneShot(session))
         except Exception:
             attempt = defer.fail()
         self._attempt_d = attempt
