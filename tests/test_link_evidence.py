@@ -155,3 +155,29 @@ def test_heartbeat_keeps_idle_link_active_across_many_timeouts() -> None:
     assert h.link.state is LinkState.active
     assert (h.link.stats.ack_timeouts_counted, h.link.stats.ack_timeouts_discounted) == (0, 0)
     assert isinstance(h.clock, Clock)
+
+
+def test_an_outage_logs_a_few_lines_not_one_per_timeout() -> None:
+    """A 5-minute outage: one warning for the timeout, one for leaving active, one summary when back; stop is INFO."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        h = Harness()
+        h.activate()
+        h.clock.advance(HEARTBEAT)  # a heartbeat ping goes out; the peer is gone from now on
+        for _ in range(300):
+            h.clock.advance(1)
+        h.from_peer(Ping())
+        assert h.link.state is LinkState.active
+        h.link.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    mine = [e for e in events if e.get("link_name") == "parent"]
+    warnings = [e for e in mine if e["log_level"] >= LogLevel.warn]
+    assert len(warnings) == 2, [e["log_format"] for e in warnings]
+    summary = [e for e in mine if e["log_format"].startswith("link {link_name} active again")]
+    assert len(summary) == 1 and summary[0]["probes"] >= 50
+    stop = [e for e in mine if e["log_format"].startswith("link {link_name} left active") and e["input"] == "stop"]
+    assert len(stop) == 1 and stop[0]["log_level"] == LogLevel.info

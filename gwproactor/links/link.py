@@ -186,7 +186,8 @@ class Link(Service):
         self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
-        self._confirming: int | None = None  # the probe sent to confirm a suspicious ack timeout
+        self._confirming: int | None = None
+        self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]  # the probe sent to confirm a suspicious ack timeout
         self.stats = LinkStats()
         self.instrument = LinkInstrumentation()
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
@@ -242,15 +243,30 @@ class Link(Service):
                 self._confirming = None
             if transition.left_active:
                 self.last_down_reason = link_input.value
-                self.log.warn(
+                # A normal stop is no warning; anything else is an outage, summarised when it ends.
+                (self.log.info if link_input is LinkInput.stop else self.log.warn)(
                     "link {link_name} left active: {old} -> {new} on {input}",
                     link_name=self.link_name,
                     old=transition.old.value,
                     new=transition.new.value,
                     input=link_input.value,
                 )
-                self.acks.fail_all(LinkDown(f"link {self.link_name} left active ({link_input.value})"))
+                in_flight = self.acks.fail_all(LinkDown(f"link {self.link_name} left active ({link_input.value})"))
                 self.peer_capabilities = frozenset()
+                self._outage = [self.clock.seconds(), in_flight, 0]
+            elif transition.entered_active and self._outage is not None:
+                since, in_flight, probes = self._outage
+                self._outage = None
+                self.log.info(
+                    "link {link_name} active again after {seconds:.1f} s: {in_flight} frames were in flight when it "
+                    "went down, {probes} probes went unanswered meanwhile ({old} -> active on {input})",
+                    link_name=self.link_name,
+                    seconds=self.clock.seconds() - since,
+                    in_flight=in_flight,
+                    probes=probes,
+                    old=transition.old.value,
+                    input=link_input.value,
+                )
             else:
                 self.log.info(
                     "link {link_name}: {old} -> {new} on {input}",
@@ -592,12 +608,18 @@ class Link(Service):
                 message_id=message_id,
             )
             self._feed(LinkInput.ack_timeout)
+        elif self._outage is not None:
+            self._outage[2] += 1  # counted in the summary logged when the link is back
         if self.machine.is_connected:
             # Keep one probe outstanding so the link comes back as soon as the peer answers.
             self.liveness.ping_now()
 
     def _deadline_expired(self) -> None:
-        self.log.warn("link {link_name}: nothing heard from the peer within the receive deadline", link_name=self.link_name)
+        heard = self.machine.state in PEER_HEARD_STATES
+        # Only news while the peer counted as heard; during an outage it is part of the summary.
+        (self.log.warn if heard else self.log.debug)(
+            "link {link_name}: nothing heard from the peer within the receive deadline", link_name=self.link_name
+        )
         self._feed(LinkInput.receive_deadline_expired)
 
     # --- instrumentation ----------------------------------------------------------
