@@ -227,7 +227,10 @@ class IClock(Interface):
     """The part of IReactorTime the library uses (``twisted.internet.task.Clock`` provides it)."""
 
     def seconds():
-        """Current time in seconds."""
+        """Current time in seconds, for timers and intervals (monotonic on a running proactor's reactor).
+
+        Not a timestamp: timestamps are :func:`time.time`.
+        """
 
     def callLater(delay, f, *args, **kw):
         """Schedule ``f``; returns an IDelayedCall."""

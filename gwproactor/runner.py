@@ -131,6 +131,8 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None =
     a second signal exits at once (the store's records are framed and checksummed, so
     whatever was written is consistent).  With ``gc_freeze`` the objects that exist once the
     proactor has started are frozen (:func:`~gwproactor.ops.gcfreeze.freeze_after_start`).
+    Unless the settings' ``monotonic_time`` is False, the reactor's timers run on the monotonic
+    clock (:func:`~gwproactor.ops.clock.use_monotonic_time`) before it runs.
     """
     reactor = install_reactor(reactor_name)
     levels = start_logging()

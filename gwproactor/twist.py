@@ -1,6 +1,8 @@
 """``twist gwproactor`` / ``twistd gwproactor``: the Twisted application plugin (see ``twisted/plugins/gwproactor_plugin.py``).
 
-The reactor is chosen with twist's own option: ``twist --reactor=asyncio gwproactor --app ...``.
+The reactor is chosen with twist's own option: ``twist --reactor=asyncio gwproactor --app ...``; its timers
+run on the monotonic clock (:func:`~gwproactor.ops.clock.use_monotonic_time`) unless the settings' ``monotonic_time``
+is False.
 """
 
 from __future__ import annotations

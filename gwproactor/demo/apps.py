@@ -1,14 +1,16 @@
 """Two small applications — an event-generating child and a recording parent — for the demo, crash tests and benchmarks.
 
 Run them with ``gwproactor run --app gwproactor.demo.apps:DemoChild`` (settings from
-``GWP_*`` variables).  Each writes one JSON line per second (and one at exit) to
-its status file when one is configured, which the demo reads to print progress.
+``GWP_*`` variables).  Each writes one JSON line every ``status_interval_s`` (and one
+at exit) to its status file when one is configured, which the demo reads to print
+progress; its ``"t"`` is the wall time (:func:`time.time`) of the line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, ClassVar
 
 import attrs
@@ -41,7 +43,8 @@ class DemoOptions:
     :param burst: events generated per tick.
     :param record_file: where each side appends one line per event: the child when the
         event is durable, the parent when its application accepts it.
-    :param status_file: where each side appends a JSON status line every second.
+    :param status_file: where each side appends a JSON status line every ``status_interval_s``.
+    :param status_interval_s: seconds between status lines.
     """
 
     rate_hz: float = 10.0
@@ -49,6 +52,7 @@ class DemoOptions:
     burst: int = 1
     record_file: str = ""
     status_file: str = ""
+    status_interval_s: float = 1.0
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -89,7 +93,7 @@ class _StatusMixin:
         self._status_loop = LoopingCall(self.write_status)
         self._status_loop.clock = self.reactor
         if self.settings.demo.status_file:
-            self._status_loop.start(1.0, now=True).addErrback(lambda f: self.log.failure("demo status writer failed", f))
+            self._status_loop.start(self.settings.demo.status_interval_s, now=True).addErrback(lambda f: self.log.failure("demo status writer failed", f))
 
     def _stop_status(self) -> None:
         if self._status_loop.running:
@@ -98,8 +102,8 @@ class _StatusMixin:
         self._status.close()
 
     def write_status(self, final: bool = False) -> None:
-        """Append one JSON status line to the status file."""
-        self._status.write(json.dumps({"t": self.reactor.seconds(), "final": final, **self.status()}))
+        """Append one JSON status line to the status file (``"t"``: its wall time, a timestamp)."""
+        self._status.write(json.dumps({"t": time.time(), "final": final, **self.status()}))
 
     def status(self) -> dict[str, Any]:  # pragma: no cover - overridden
         return {}

@@ -271,10 +271,11 @@ class _LineTail:
 
 @attrs.define(eq=False)
 class _StatusFile:
-    """The latest JSON status line an application wrote."""
+    """The latest JSON status line an application wrote, and how many were read."""
 
     tail: _LineTail
     latest: dict[str, Any] | None = None
+    lines_read: int = 0
 
     def refresh(self) -> dict[str, Any] | None:
         for line in self.tail.read():
@@ -282,6 +283,7 @@ class _StatusFile:
                 self.latest = json.loads(line)
             except ValueError:
                 continue
+            self.lines_read += 1
         return self.latest
 
 
@@ -335,14 +337,17 @@ def parent_line(status: dict[str, Any] | None) -> str:
     )
 
 
-def _settled(child: dict[str, Any] | None, parent: dict[str, Any] | None, since: float) -> bool:
-    """True when both applications reported after ``since`` and the child has nothing pending any more."""
+def _settled(child: _StatusFile, parent: _StatusFile, since: tuple[int, int]) -> bool:
+    """True when both applications reported since the ``(child, parent)`` line counts ``since`` and the child
+    has nothing pending any more.
+
+    Line counts, not the lines' times: those are another process's clock.
+    """
     return (
-        child is not None
-        and parent is not None
-        and child.get("t", 0) >= since
-        and parent.get("t", 0) >= since
-        and child.get("pending") == 0
+        child.lines_read > since[0]
+        and parent.lines_read > since[1]
+        and child.latest is not None
+        and child.latest.get("pending") == 0
     )
 
 
@@ -484,6 +489,7 @@ class DemoRun:
         max_pending = 0
         timed_out = False
         finished_at: float | None = None
+        status_lines_at_finish = (0, 0)
 
         while True:
             now = self.reactor.seconds()
@@ -508,9 +514,11 @@ class DemoRun:
                 self.say(parent_line(p))
             if finished_at is None and delivered >= config.events and outage_done:
                 finished_at = now
+                status_lines_at_finish = (child_status.lines_read, parent_status.lines_read)
                 self.say(f"all {config.events} readings delivered; waiting for the child's acks")
             if finished_at is not None and (
-                _settled(c, p, finished_at) or now >= finished_at + _DRAIN_TIMEOUT_S
+                _settled(child_status, parent_status, status_lines_at_finish)
+                or now >= finished_at + _DRAIN_TIMEOUT_S
             ):
                 if not printed:
                     self.say(child_line(c, config.events))
@@ -649,6 +657,8 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from twisted.internet import reactor as global_reactor
     from twisted.internet.task import react
 
+    from gwproactor.ops.clock import use_monotonic_time
+
     if global_reactor.running:
         print("gwproactor demo: the reactor is already running; use DemoRun(config, reactor).run() instead",
               file=sys.stderr)
@@ -657,6 +667,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for name in [name for name in os.environ if name.startswith("GWP_")]:
         del os.environ[name]
 
+    use_monotonic_time(global_reactor)  # the outage, drain and overall timeouts ignore wall-clock steps
     status = {"code": EXIT_FAILED}
     runs: list[DemoRun] = []
     _start_error_logging()
