@@ -124,7 +124,7 @@ class MemoryEventStore(BoundedStore):
         else:
             data = bytes(payload)
         if event_id not in self._parked:
-            self._parked[event_id] = (data, {"id": event_id, "reason": reason, "parked_at": time.time(),
+            self._parked[event_id] = (data, {"id": event_id, "reason": reason, "parked_at": self._wall(),
                                              "appended_at": appended, "bytes": len(data)})
             parked = True
         else:
