@@ -32,11 +32,13 @@ class ParkedArea:
 
     :param directory: the ``parked`` directory (created if missing).
     :param fsync: the fsync function.
+    :param wall: the wall clock of ``parked_at`` (a timestamp, shown to people as a date).
     """
 
-    def __init__(self, directory: str, fsync: Any = os.fsync) -> None:
+    def __init__(self, directory: str, fsync: Any = os.fsync, wall: Any = time.time) -> None:
         self._directory = directory
         self._fsync = fsync
+        self._wall = wall
         self._ids: dict[str, str] = {}  # event id -> key
         self.problems: list[str] = []
         """What :meth:`load` could not read (left in place)."""
@@ -95,7 +97,7 @@ class ParkedArea:
         if event_id in self._ids:
             return False
         key = _key(event_id)
-        now = time.time()
+        now = self._wall()
         info = {"id": event_id, "reason": reason, "parked_at": now, "appended_at": appended_at, "bytes": len(payload)}
         self._write(self._path(key, _INFO), json.dumps(info).encode("utf-8") + b"\n")
         self._write(self._path(key, _EVENT), _format.encode(_format.KIND_EVENT, now, event_id, payload))

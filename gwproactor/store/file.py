@@ -296,7 +296,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             self._make_room_for(SET_ASIDE_DIR, stat.S_ISDIR)
             os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
             self._make_room_for(PARKED_DIR, stat.S_ISDIR)
-            self._parked = ParkedArea(os.path.join(directory, PARKED_DIR), fsync=fsync)
+            self._parked = ParkedArea(os.path.join(directory, PARKED_DIR), fsync=fsync, wall=self._wall)
             self._parked.load()
             for line in self._parked.problems:
                 report_problem(on_problem, "event store: a parked event cannot be read", line)
