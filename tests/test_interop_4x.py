@@ -242,22 +242,27 @@ async def run_start_order(v4x: V4xEnv, tmp: Path, certs: Any, ours: str, first: 
                 streamer.start()
         await pair.wait_active(30)
         outcome.notes["active_after_s"] = round(time.monotonic() - outcome.started, 1)
-        if ours == "child":
-            # Keep streaming for longer than an ack timeout past the activation.
-            await pair.pause(INTEROP_LINK_SETTINGS["ack_timeout_s"] + 1.0)
-            streamer.stop()
-            await pair.wait(lambda: streamer.all_durable, 10, "all durable")
-            outcome.expected = list(streamer.ids)
-        else:
-            await pair.wait(lambda: bool(pair.peer.records.of("done")), 30, "4.x done generating")
-            outcome.expected = pair.peer.records.made_ids()
-        await wait_delivered(pair, outcome.expected)
-        await settle(pair)
-        return collect(pair, outcome)
+        return await finish_stream(pair, ours, streamer, outcome)
     finally:
         streamer.stop()
         await pair.stop()
         await broker.stop()
+
+
+async def finish_stream(pair: InteropPair, ours: str, streamer: Any, outcome: Outcome) -> Outcome:
+    """End a streaming scenario: stream on past an ack timeout (ours) or let 4.x finish, then check delivery."""
+    if ours == "child":
+        # Keep streaming for longer than an ack timeout past the activation.
+        await pair.pause(INTEROP_LINK_SETTINGS["ack_timeout_s"] + 1.0)
+        streamer.stop()
+        await pair.wait(lambda: streamer.all_durable, 10, "all durable")
+        outcome.expected = list(streamer.ids)
+    else:
+        await pair.wait(lambda: bool(pair.peer.records.of("done")), 30, "4.x done generating")
+        outcome.expected = pair.peer.records.made_ids()
+    await wait_delivered(pair, outcome.expected)
+    await settle(pair)
+    return collect(pair, outcome)
 
 
 async def start_4x_then_ours(pair: InteropPair) -> None:
@@ -297,17 +302,7 @@ async def run_broker_restart(v4x: V4xEnv, tmp: Path, certs: Any, ours: str) -> O
         restarted = time.monotonic()
         await pair.wait_active(30)
         outcome.notes["active_again_after_s"] = round(time.monotonic() - restarted, 1)
-        if ours == "child":
-            await pair.pause(INTEROP_LINK_SETTINGS["ack_timeout_s"] + 1.0)
-            streamer.stop()
-            await pair.wait(lambda: streamer.all_durable, 10, "all durable")
-            outcome.expected = list(streamer.ids)
-        else:
-            await pair.wait(lambda: bool(pair.peer.records.of("done")), 30, "4.x done generating")
-            outcome.expected = pair.peer.records.made_ids()
-        await wait_delivered(pair, outcome.expected)
-        await settle(pair)
-        return collect(pair, outcome)
+        return await finish_stream(pair, ours, streamer, outcome)
     finally:
         streamer.stop()
         await pair.stop()

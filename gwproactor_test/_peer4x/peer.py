@@ -187,13 +187,21 @@ class RecordingActor(PrimeActor):
                 generator = asyncio.create_task(self._generate(int(words[1]), float(words[2])))
 
     async def _generate(self, count: int, interval: float) -> None:
-        for _ in range(count):
+        # Paced on the loop's clock: event n is due at start + n * interval (no drift from handling time).
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(count):
             self._seq += 1
             event = InteropReading(Seq=self._seq)
             RECORDER.write("made", id=event.MessageId, seq=self._seq)
             self.services.generate_event(event)
             if interval > 0:
-                await asyncio.sleep(interval)
+                due: asyncio.Future = loop.create_future()
+                handle = loop.call_at(start + (n + 1) * interval, due.set_result, None)
+                try:
+                    await due
+                finally:
+                    handle.cancel()
         RECORDER.write("done", count=count)
 
 
