@@ -240,6 +240,26 @@ async def test_invalid_bodies_get_a_4xx_with_a_precise_error(
     assert {k: v for k, v in site.events.stats()["rejected"].items() if v} == {reason: 1}
 
 
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b'{"TypeName": "gridworks.event.x", "V": "\\ud800"}', "unencodable"),
+        (b'{"TypeName": "gridworks.event.x", "V": ' + b"[" * 300 + b"]" * 300 + b"}", "too_deep"),
+        (b'{"TypeName": "gridworks.event.x", "V": 18446744073709551616}', "big_integer"),
+        (b'{"TypeName": "gridworks.event.x", "V": NaN}', "not_finite"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bodies_the_store_would_refuse_never_reach_generate_event(
+    server: tuple[str, Any], proactor: FakeProactor, data: bytes, reason: str
+) -> None:
+    """What the store's encoder would refuse or change is refused (422) before generate_event, which never encodes here."""
+    url, site = server
+    code, body = await post(url + "/events", data)
+    assert code == 422 and proactor.events == [], body
+    assert {k: v for k, v in site.events.stats()["rejected"].items() if v} == {reason: 1}
+
+
 class UnknownLengthProducer:
     """A chunked request body (no Content-Length)."""
 
