@@ -305,6 +305,19 @@ async def test_an_exception_while_rendering_is_a_json_500(served: Served, reacto
     assert served.pending() == before and served.site.stats()["responses"]["500"] == 1
 
 
+def test_request_bodies_are_buffered_in_memory() -> None:
+    """Request bodies, even chunked ones (length unknown), go to memory, never to a temporary file (one more descriptor)."""
+    import io
+
+    from twisted.internet.task import Clock
+
+    from gwproactor.web import make_site
+    from tests.test_web_server import FakeProactor
+
+    site = make_site(FakeProactor(Clock()), reactor=Clock())
+    assert all(type(site.getContentFile(n)) is io.BytesIO for n in (None, 0, 100, 10**9))
+
+
 # --- settings ----------------------------------------------------------------------------------------------------
 
 
