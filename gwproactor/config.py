@@ -287,11 +287,19 @@ class LoggingSettings(_Settings):
 
 @attrs.define(frozen=True, kw_only=True)
 class HTTPSettings(_Settings):
-    """The optional HTTP server (health, stats).  ``port`` 0 picks a free port."""
+    """The optional HTTP server (health, stats, events).  ``port`` 0 picks a free port."""
 
     enabled: bool = False
     host: str = attrs.field(default="127.0.0.1", validator=_non_empty)
     port: int = attrs.field(default=8080, validator=_port_or_zero)
+    #: Time for a request's headers and body to arrive, from the connection's start (or the end of the previous
+    #: answer); it does not restart when a byte arrives.  Past it the connection is closed (a JSON 408 if part of
+    #: a request had arrived).
+    request_deadline_s: float = attrs.field(default=10.0, validator=_positive)
+    #: Open connections at most; more are closed as soon as they are accepted.
+    max_connections: int = attrs.field(default=64, validator=_positive)
+    #: Bound of a ``POST /events`` body; larger bodies get 413.
+    max_body_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
 
 
 def _links_use_known_brokers(instance: Any, attribute: Any, value: Mapping[str, LinkSettings]) -> None:

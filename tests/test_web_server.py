@@ -151,9 +151,12 @@ async def test_health_with_required_links(proactor: FakeProactor, reactor: Any) 
 
 @pytest_twisted.ensureDeferred
 async def test_stats_is_the_proactor_stats_as_json(server: tuple[str, Any], proactor: FakeProactor) -> None:
-    """/stats returns proactor.stats() as JSON."""
-    url, _ = server
-    assert await get(url + "/stats") == (200, {"name": "d1.isone.test", "events": 0})
+    """/stats returns proactor.stats() as JSON, with the HTTP server's counters under "http"."""
+    url, site = server
+    code, body = await get(url + "/stats")
+    http_stats = body.pop("http")
+    assert code == 200 and body == {"name": "d1.isone.test", "events": 0}
+    assert http_stats["events"] == site.events.stats() and http_stats["connections_accepted"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -195,32 +198,66 @@ async def test_post_keeps_given_fields_and_accepts_unregistered_gridworks_events
 
 
 @pytest.mark.parametrize(
-    "data, error",
+    "data, status, reason, error",
     [
-        (b"{not json", "body is not JSON: "),
-        (b"\xff\xfe", "body is not UTF-8: "),
-        (b"[1, 2]", "body must be a JSON object (an event), got array"),
-        (b"null", "body must be a JSON object (an event), got null"),
-        (b"{}", "Payload.TypeName: missing field"),
-        (b'{"TypeName": "no.such.type"}', "Payload.TypeName: unknown type 'no.such.type'"),
-        (b'{"TypeName": "gridworks.ping"}', "Payload.TypeName: 'gridworks.ping' is not an event type"),
+        (b"{not json", 400, "not_json", "body is not JSON: "),
+        (b"", 400, "not_json", "body is empty; send one JSON object (an event)"),
+        (b"\xff\xfe", 400, "not_utf8", "body is not UTF-8: "),
+        (b"[1, 2]", 422, "not_an_object", "body must be a JSON object (an event), got array"),
+        (b"null", 422, "not_an_object", "body must be a JSON object (an event), got null"),
+        (b"{}", 422, "invalid_event", "Payload.TypeName: missing field"),
+        (b'{"TypeName": "no.such.type"}', 422, "invalid_event", "Payload.TypeName: unknown type 'no.such.type'"),
+        (
+            b'{"TypeName": "gridworks.ping"}',
+            422,
+            "invalid_event",
+            "Payload.TypeName: 'gridworks.ping' is not an event type",
+        ),
         (
             b'{"TypeName": "gridworks.event.problem", "ProblemType": "error", "Summary": 3}',
+            422,
+            "invalid_event",
             "Payload.Summary: ",
         ),
-        (b'{"TypeName": "gridworks.event.problem", "ProblemType": "error"}', "Payload.Summary: missing field"),
+        (
+            b'{"TypeName": "gridworks.event.problem", "ProblemType": "error"}',
+            422,
+            "invalid_event",
+            "Payload.Summary: missing field",
+        ),
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_invalid_bodies_get_422_with_a_precise_error(
-    server: tuple[str, Any], proactor: FakeProactor, data: bytes, error: str
+async def test_invalid_bodies_get_a_4xx_with_a_precise_error(
+    server: tuple[str, Any], proactor: FakeProactor, data: bytes, status: int, reason: str, error: str
 ) -> None:
-    """Bodies that are not JSON, not an object, or do not decode to an event get 422 and the reason."""
+    """Bodies that are not JSON get 400, JSON that is not an object or not an event 422; each with its reason."""
     url, site = server
     code, body = await post(url + "/events", data)
-    assert code == 422
+    assert code == status
     assert body["error"].startswith(error), body
-    assert proactor.events == [] and site.events.rejected == 1
+    assert proactor.events == []
+    assert {k: v for k, v in site.events.stats()["rejected"].items() if v} == {reason: 1}
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b'{"TypeName": "gridworks.event.x", "V": "\\ud800"}', "unencodable"),
+        (b'{"TypeName": "gridworks.event.x", "V": ' + b"[" * 300 + b"]" * 300 + b"}", "too_deep"),
+        (b'{"TypeName": "gridworks.event.x", "V": 18446744073709551616}', "big_integer"),
+        (b'{"TypeName": "gridworks.event.x", "V": NaN}', "not_finite"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bodies_the_store_would_refuse_never_reach_generate_event(
+    server: tuple[str, Any], proactor: FakeProactor, data: bytes, reason: str
+) -> None:
+    """What the store's encoder would refuse or change is refused (422) before generate_event, which never encodes here."""
+    url, site = server
+    code, body = await post(url + "/events", data)
+    assert code == 422 and proactor.events == [], body
+    assert {k: v for k, v in site.events.stats()["rejected"].items() if v} == {reason: 1}
 
 
 class UnknownLengthProducer:
@@ -303,7 +340,8 @@ async def test_client_disconnect_while_storing_is_harmless(
     await wait_until(reactor, lambda: site.events.disconnected == 1)
     proactor.pending[0].callback("id")
     assert site.events.accepted == 1
-    assert await get(url + "/stats") == (200, {"name": "d1.isone.test", "events": 1})
+    code, body = await get(url + "/stats")
+    assert code == 200 and body["events"] == 1 and body["http"]["events"]["disconnected"] == 1
 
 
 @pytest_twisted.ensureDeferred

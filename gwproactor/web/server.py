@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Callable, Iterable
@@ -16,48 +15,17 @@ from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
 from zope.interface import provider
 
-from gwproactor.errors import DecodeError, StoreClosed, StoreFull
-
-#: Default bound of a ``POST /events`` body (bytes); larger bodies get 413.
-MAX_BODY_BYTES = 64 * 1024
+from gwproactor.errors import DecodeError, EncodeError, StoreClosed, StoreFull
+from gwproactor.web._body import MAX_JSON_DEPTH, REASONS, BodyRefused, read_json
+from gwproactor.web._http import (
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE_S,
+    JSONSite,
+)
+from gwproactor.web._http import json_reply as _reply
 
 _log = Logger(namespace="gwproactor.web")
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, default=str, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def _reply(request: Any, code: int, obj: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return _json_bytes(obj)
-
-
-class BoundedRequest(server.Request):
-    """A request that keeps at most ``site.max_body_bytes`` of its body and remembers if there was more."""
-
-    body_too_large = False
-    _body_seen = 0
-
-    def _limit(self) -> int:
-        return getattr(self.channel.site, "max_body_bytes", MAX_BODY_BYTES) if self.channel else MAX_BODY_BYTES
-
-    def gotLength(self, length: int | None) -> None:
-        """Refuse to buffer a body announced larger than the limit (keeps an empty in-memory buffer)."""
-        if length is not None and length > self._limit():
-            self.body_too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Buffer ``data`` while under the limit; past it, discard and mark the body too large."""
-        self._body_seen += len(data)
-        if self.body_too_large or self._body_seen > self._limit():
-            self.body_too_large = True
-            return
-        super().handleContentChunk(data)
 
 
 class _JSONResource(Resource):
@@ -116,17 +84,20 @@ class HealthResource(_JSONResource):
         return _reply(request, 200 if ok else 503, body)
 
 
-
 class StatsResource(_JSONResource):
-    """``GET /stats``: the JSON of ``proactor.stats()``."""
+    """``GET /stats``: the JSON of ``proactor.stats()`` plus ``http``, the counters of the HTTP server."""
 
-    def __init__(self, proactor: Any) -> None:
+    def __init__(self, proactor: Any, http_stats: Callable[[], dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.proactor = proactor
+        self.http_stats = http_stats
 
     def render_GET(self, request: Any) -> bytes:
         try:
-            return _reply(request, 200, self.proactor.stats())
+            body = dict(self.proactor.stats())
+            if self.http_stats is not None:
+                body["http"] = self.http_stats()
+            return _reply(request, 200, body)
         except Exception as e:
             _log.failure("stats failed")
             return _reply(request, 500, {"error": f"stats failed: {e}"})
@@ -142,56 +113,70 @@ class EventsResource(_JSONResource):
     (``wall()``, :func:`time.time` by default: a timestamp, never the reactor's
     monotonic ``seconds()``).
 
-    Replies: 200 ``{"MessageId": ...}`` once the event is durable; 413 for a
-    body over the limit; 422 ``{"error": ...}`` for input that is not JSON, not
-    an object, or does not decode (the codec's message); 503 when the store
-    rejects the event (full or closed); 500 for anything else.
+    Everything that can be refused is refused before the event reaches the
+    store: the body is read strictly (:func:`~gwproactor.web._body.read_json`:
+    at most ``max_depth`` levels of nesting, integers within 64 bits, no
+    ``NaN``/``Infinity``), decoded with the codec, and encoded with the codec
+    exactly as the store path encodes it (``codec.encode_payload``), so an
+    event the store's encoder would refuse never gets as far as ``generate_event``.
+
+    Replies: 200 ``{"MessageId": ...}`` once the event is durable; 400 for a
+    body that is not UTF-8 JSON; 413 for a body over the limit; 422
+    ``{"error": ...}`` for JSON that is not an acceptable event (the reason is
+    counted under ``rejected``); 503 when the store rejects the event (full or
+    closed); 500 for anything else.
     """
 
-    def __init__(self, proactor: Any, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, proactor: Any, wall: Callable[[], float] = time.time, max_depth: int = MAX_JSON_DEPTH) -> None:
         super().__init__()
         self.proactor = proactor
         self.wall = wall
+        self.max_depth = max_depth
         self.accepted = 0
-        self.rejected = 0
+        self.rejected = dict.fromkeys(REASONS, 0)
         self.unavailable = 0
+        self.failed = 0
         self.too_large = 0
         self.disconnected = 0
 
-    def stats(self) -> dict[str, int]:
-        """Counters of the endpoint."""
+    def stats(self) -> dict[str, Any]:
+        """Counters of the endpoint (``rejected`` by reason)."""
         return {
             "accepted": self.accepted,
-            "rejected": self.rejected,
-            "unavailable": self.unavailable,
+            "rejected": dict(self.rejected),
             "too_large": self.too_large,
+            "unavailable": self.unavailable,
+            "failed": self.failed,
             "disconnected": self.disconnected,
         }
 
-    def _reject(self, request: Any, text: str) -> bytes:
-        self.rejected += 1
-        return _reply(request, 422, {"error": text})
+    def _refuse(self, request: Any, refused: BodyRefused) -> bytes:
+        self.rejected[refused.reason] += 1
+        return _reply(request, refused.status, {"error": str(refused)})
 
     def decode(self, body: bytes) -> Any:
-        """The event in ``body``; raises :class:`~gwproactor.errors.DecodeError` with a precise message."""
+        """The event in ``body``, checked as the store will encode it; raises :class:`BodyRefused`."""
         from gwproactor.message import Event
 
-        try:
-            obj = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise DecodeError(f"body is not UTF-8: {e}") from e
-        except ValueError as e:
-            raise DecodeError(f"body is not JSON: {e}") from e
+        obj = read_json(body, self.max_depth)
         if type(obj) is not dict:
             kind = "array" if isinstance(obj, list) else type(obj).__name__ if obj is not None else "null"
-            raise DecodeError(f"body must be a JSON object (an event), got {kind}")
+            raise BodyRefused("not_an_object", f"body must be a JSON object (an event), got {kind}")
         obj.setdefault("Src", self.proactor.name)
         obj.setdefault("MessageId", str(uuid.uuid4()))
         if "TimeCreatedMs" not in obj:
             obj["TimeCreatedMs"] = int(self.wall() * 1000)
-        payload = self.proactor.codec.payload_from_dict(obj)
+        codec = self.proactor.codec
+        try:
+            payload = codec.payload_from_dict(obj)
+        except DecodeError as e:
+            raise BodyRefused("invalid_event", str(e)) from e
         if not isinstance(payload, Event):
-            raise DecodeError(f"Payload.TypeName: {obj.get('TypeName')!r} is not an event type")
+            raise BodyRefused("invalid_event", f"Payload.TypeName: {obj.get('TypeName')!r} is not an event type")
+        try:  # what the store path does with it (Proactor._store_event)
+            codec.encode_payload(payload)
+        except (EncodeError, DecodeError, TypeError, ValueError) as e:
+            raise BodyRefused("unencodable", f"event cannot be stored: {e}") from e
         return payload
 
     def render_POST(self, request: Any) -> Any:
@@ -202,8 +187,10 @@ class EventsResource(_JSONResource):
         body = request.content.read() if request.content is not None else b""
         try:
             event = self.decode(body)
-        except DecodeError as e:
-            return self._reject(request, str(e))
+        except BodyRefused as e:
+            return self._refuse(request, e)
+        except RecursionError:  # unreachable with read_json's depth bound; never let it out
+            return self._refuse(request, BodyRefused("too_deep", "body nests arrays/objects too deeply"))
         gone: list[bool] = []
         request.notifyFinish().addErrback(self._client_gone, gone)
         d = maybeDeferred(self.proactor.generate_event, event)
@@ -221,7 +208,9 @@ class EventsResource(_JSONResource):
     def _finish(self, request: Any, gone: list, code: int, obj: Any) -> None:
         if gone:
             return
-        request.write(_reply(request, code, obj))
+        body = _reply(request, code, obj)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
         request.finish()
 
     def _stored(self, _: Any, request: Any, event: Any, gone: list) -> None:
@@ -233,6 +222,11 @@ class EventsResource(_JSONResource):
             self.unavailable += 1
             self._finish(request, gone, 503, {"error": f"event store unavailable: {failure.getErrorMessage()}"})
             return
+        if failure.check(EncodeError, DecodeError):  # the input, not the server: retrying cannot help
+            self.rejected["unencodable"] += 1
+            self._finish(request, gone, 422, {"error": f"event cannot be stored: {failure.getErrorMessage()}"})
+            return
+        self.failed += 1
         _log.failure("generate_event failed for POST /events", failure)
         self._finish(request, gone, 500, {"error": f"event not stored: {failure.getErrorMessage()}"})
 
@@ -256,36 +250,59 @@ def make_site(
     *,
     required_links: Iterable[str] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
+    max_json_depth: int = MAX_JSON_DEPTH,
     wall: Callable[[], float] = time.time,
     reactor: Any = None,
-) -> server.Site:
+) -> JSONSite:
     """A :class:`~twisted.web.server.Site` serving ``/health``, ``/stats`` and ``/events`` for ``proactor``.
 
     :param required_links: when given, ``/health`` is ok only when each of these
         links is ``"active"`` (from ``proactor.link_states()``); otherwise
         ``proactor.health()`` decides.
     :param max_body_bytes: bound of a ``POST /events`` body.
+    :param request_deadline_s: time for each request's headers and body to arrive (from the connection's
+        start or the end of the previous answer); past it the connection is closed.
+    :param max_connections: bound of open connections; more are closed as soon as they are accepted.
+    :param max_json_depth: bound of the nesting of arrays and objects in a ``POST /events`` body.
     :param wall: the wall clock of defaulted ``TimeCreatedMs`` and of the access log's dates
         (default :func:`time.time`).
     :param reactor: runs the HTTP timeouts (default: the global reactor).
     """
     root = _Root()
     root.putChild(b"health", HealthResource(proactor, required_links))
-    root.putChild(b"stats", StatsResource(proactor))
-    events = EventsResource(proactor, wall)
+    events = EventsResource(proactor, wall, max_json_depth)
     root.putChild(b"events", events)
-    site = server.Site(root, logFormatter=_wall_clock_log_formatter(wall), reactor=reactor)
-    site.requestFactory = BoundedRequest
-    site.max_body_bytes = max_body_bytes
+    site = JSONSite(
+        root,
+        max_connections=max_connections,
+        request_deadline_s=request_deadline_s,
+        max_body_bytes=max_body_bytes,
+        logFormatter=_wall_clock_log_formatter(wall),
+        reactor=reactor,
+    )
+    root.putChild(b"stats", StatsResource(proactor, site.stats))
     site.events = events
     site.displayTracebacks = False
     site.noisy = False
     return site
 
 
+def _site_options(settings: Any) -> dict[str, Any]:
+    """The :func:`make_site` keyword arguments an :class:`~gwproactor.config.HTTPSettings` sets."""
+    return {
+        "max_body_bytes": settings.max_body_bytes,
+        "request_deadline_s": settings.request_deadline_s,
+        "max_connections": settings.max_connections,
+    }
+
+
 class WebService(Service):
     """Serves :func:`make_site` on a server endpoint string (``"tcp:8080:interface=127.0.0.1"``).
 
+    The limits of the site (``max_body_bytes``, ``request_deadline_s``, ``max_connections``) are taken
+    from ``proactor.settings.http`` when the proactor has settings, unless given in ``site_kwargs``.
     :attr:`port` is the listening port once :meth:`when_listening` has fired.
     """
 
@@ -300,10 +317,16 @@ class WebService(Service):
         name: str = "web",
         **site_kwargs: Any,
     ) -> None:
+        from gwproactor.config import HTTPSettings
+
         self.name = name
         self.proactor = proactor
         self.endpoint = endpoint
         self.reactor = reactor if reactor is not None else proactor.reactor
+        settings = getattr(getattr(proactor, "settings", None), "http", None)
+        if isinstance(settings, HTTPSettings):
+            for key, value in _site_options(settings).items():
+                site_kwargs.setdefault(key, value)
         site_kwargs.setdefault("reactor", self.reactor)
         self.site = make_site(proactor, **site_kwargs)
         self.port: Any = None
