@@ -19,6 +19,7 @@ from gwproactor.actors.supervision import RestartPolicy, Supervisor
 from gwproactor.config import ProactorSettings
 from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLinkError
 from gwproactor.interfaces import IActor, ILinkListener, IProactor
+from gwproactor.links.expiry import Expiry
 from gwproactor.links.inbox import Inbox
 from gwproactor.links.link import Link
 from gwproactor.links.outbox import Outbox
@@ -539,6 +540,9 @@ class Proactor(MultiService):
         """
         if self.settings.monotonic_time:
             use_monotonic_time(self.reactor)
+        if self.outbox is not None:
+            # The TTLs the event classes registered by now declare (applications register at import).
+            self.outbox.expiry = Expiry.from_registry(self.codec.registry.classes())
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))

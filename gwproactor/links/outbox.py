@@ -17,6 +17,10 @@ one event.  It is sent again, alone, up to ``park_after`` times in all; then it 
 *parked*: moved out of the pending events into the store's parked area (listed by
 ``gwproactor store parked``, re-queued by ``gwproactor store requeue``), reported
 as a problem event, and the events behind it keep flowing.
+
+A stored event whose type declares a time to live (``TTL_S``) and that has outlived it when its
+turn comes is dropped instead of sent: counted as ``expired`` and reported in one problem event per
+pump with counts by type (see :mod:`gwproactor.links.expiry`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class OutboxStats:
     """Events sent again while the link stayed active (their ack timed out; later events were acked)."""
     parked: int = 0
     """Events parked after ``park_after`` unacked attempts while later events were acked."""
+    expired: int = 0
+    """Stored events dropped unsent because they outlived their type's ``TTL_S``."""
     set_aside: int = 0
     """Stored events that could not be read or decoded, moved aside instead of sent."""
     send_failures: int = 0
@@ -85,6 +91,8 @@ class Outbox:
     window: int = 50
     on_problem: Callable[[str, str, str], Any] = lambda problem_type, summary, details: None
     park_after: int = 3
+    expiry: Any = None
+    """An :class:`~gwproactor.links.expiry.Expiry` (TTLs by type), or None: nothing expires."""
     stats: OutboxStats = attrs.field(factory=OutboxStats)
     _queue: deque = attrs.field(factory=deque, init=False)
     _in_flight: dict = attrs.field(factory=dict, init=False)
@@ -95,6 +103,7 @@ class Outbox:
     _attempts: dict = attrs.field(factory=dict, init=False)
     # Events to send alone, not in a batch (a batch of theirs timed out while the link stayed active).
     _solo: set = attrs.field(factory=set, init=False)
+    _expired_types: dict = attrs.field(factory=dict, init=False)  # expired in this pump, by type, to report
     _active: bool = attrs.field(default=False, init=False)
     _pumping: bool = attrs.field(default=False, init=False)
     _batches: dict = attrs.field(factory=dict, init=False)
@@ -217,6 +226,8 @@ class Outbox:
                 self._send(self._queue.popleft())
         finally:
             self._pumping = False
+            if self._expired_types:
+                self._report_expired()
 
     def _next_ids(self, limit: int) -> list[str]:
         queue, solo, ids = self._queue, self._solo, []
@@ -241,15 +252,22 @@ class Outbox:
 
     def _send_batch(self) -> None:
         ids, stored = [], []
+        expiry = self.expiry
         for event_id in self._next_ids(self.link.batch_max):
             try:
-                stored.append(self.store.read(event_id))
+                data = self.store.read(event_id)
             except EventNotFound:
                 self._skipped(event_id)
                 continue
             except CorruptRecord as e:
                 self._set_aside(event_id, f"unreadable: {e}")
                 continue
+            if expiry:
+                expired = expiry.expired_raw(data)
+                if expired is not None:
+                    self._expire(event_id, expired)
+                    continue
+            stored.append(data)
             ids.append(event_id)
         if not ids:
             return
@@ -292,6 +310,10 @@ class Outbox:
             payload = self.codec.decode_payload(data)
         except DecodeError as e:
             self._set_aside(event_id, f"undecodable: {e}")
+            return
+        expiry = self.expiry
+        if expiry and expiry.expired(payload.type_name, getattr(payload, "time_created_ms", None)):
+            self._expire(event_id, payload.type_name)
             return
         self._in_flight[event_id] = True
         self._count_sent(event_id)
@@ -342,6 +364,25 @@ class Outbox:
             "List them with 'gwproactor store parked', re-queue with 'gwproactor store requeue'.",
         )
         self.pump()
+
+    def _expire(self, event_id: str, type_name: str) -> None:
+        """Drop a stored event that outlived its TTL (reported once per pump, with counts by type)."""
+        self._skipped(event_id)
+        if self.store.ack(event_id):
+            self.stats.expired += 1
+            self._expired_types[type_name] = self._expired_types.get(type_name, 0) + 1
+
+    def _report_expired(self) -> None:
+        counts, self._expired_types = self._expired_types, {}
+        total = sum(counts.values())
+        by_type = ", ".join(f"{name}: {n}" for name, n in sorted(counts.items()))
+        self.log.warn("{total} stored events expired unsent ({by_type})", total=total, by_type=by_type)
+        self.on_problem(
+            "warning",
+            f"events expired on link {self.link.link_name}",
+            f"{total} stored events outlived their TTL and were dropped unsent ({by_type}); "
+            f"{self.stats.expired} expired so far.",
+        )
 
     def _skipped(self, event_id: str) -> None:
         # The event left the store without our ack (dropped by the full policy, or acked late):

@@ -127,6 +127,9 @@ class Event(Payload):
 
     TYPE_NAME: ClassVar[str] = "gridworks.event"
     TYPE_NAME_AFTER: ClassVar[Optional[str]] = "src"
+    TTL_S: ClassVar[Optional[float]] = None
+    """Seconds after ``TimeCreatedMs`` past which a stored event of this type is dropped instead of sent
+    (counted and reported); ``None``: it never expires."""
 
     message_id: str = attrs.field(factory=_new_id, kw_only=True)
     time_created_ms: int = attrs.field(factory=now_ms, kw_only=True)
