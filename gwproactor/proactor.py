@@ -440,18 +440,19 @@ class Proactor(MultiService):
         except (EncodeError, DecodeError, TypeError, ValueError):
             return fail()
         event_id = event.message_id
+        priority = getattr(event, "PRIORITY", "normal")
         d = self.store.append(event_id, data)
         early = self.outbox is not None and not d.called
         if early:
             # The record is written (not yet synced): it may go out now, in parallel
             # with the fsync.  The caller's Deferred still waits for durability; an
             # event lost in a crash before the fsync was never promised.
-            self.outbox.added(event_id)
-        return d.addCallback(self._event_durable, event_id, not early)
+            self.outbox.added(event_id, priority)
+        return d.addCallback(self._event_durable, event_id, priority, not early)
 
-    def _event_durable(self, result: Any, event_id: str, tell_outbox: bool) -> str:
+    def _event_durable(self, result: Any, event_id: str, priority: str, tell_outbox: bool) -> str:
         if tell_outbox and self.outbox is not None:
-            self.outbox.added(event_id)
+            self.outbox.added(event_id, priority)
         return event_id
 
     def requeue_parked(self, event_ids: list[str] | None = None) -> Deferred:

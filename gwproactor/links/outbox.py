@@ -35,7 +35,49 @@ from twisted.python.failure import Failure
 
 from gwproactor.errors import AckTimeout, CorruptRecord, DecodeError, EventNotFound, LinkDown, NotConnectedError, PublishFailed
 
-__all__ = ["Outbox", "OutboxStats"]
+__all__ = ["PRIORITIES", "Outbox", "OutboxStats"]
+
+PRIORITIES = ("alarm", "normal", "bulk")
+"""Priority classes of events (``Event.PRIORITY``), sent in this order; oldest first within a class."""
+
+
+class _ClassQueue:
+    """The events waiting for the window: one FIFO per priority class, served alarm → normal → bulk."""
+
+    __slots__ = ("_queues",)
+
+    def __init__(self) -> None:
+        self._queues = {name: deque() for name in PRIORITIES}
+
+    def append(self, event_id: str, priority: str = "normal") -> None:
+        self._queues[priority].append(event_id)
+
+    def extendleft(self, event_ids: list[str], priority_of: Callable[[str], str]) -> None:
+        """Put ``event_ids`` (oldest first) back at the front of their classes."""
+        for event_id in reversed(event_ids):
+            self._queues[priority_of(event_id)].appendleft(event_id)
+
+    def _first(self) -> deque:
+        for q in self._queues.values():
+            if q:
+                return q
+        raise IndexError("the queue is empty")
+
+    def peek(self) -> str:
+        return self._first()[0]
+
+    def popleft(self) -> str:
+        return self._first().popleft()
+
+    def clear(self) -> None:
+        for q in self._queues.values():
+            q.clear()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def __bool__(self) -> bool:
+        return any(self._queues.values())
 
 
 @attrs.define
@@ -94,7 +136,10 @@ class Outbox:
     expiry: Any = None
     """An :class:`~gwproactor.links.expiry.Expiry` (TTLs by type), or None: nothing expires."""
     stats: OutboxStats = attrs.field(factory=OutboxStats)
-    _queue: deque = attrs.field(factory=deque, init=False)
+    _queue: _ClassQueue = attrs.field(factory=_ClassQueue, init=False)
+    # Pending events of a class other than "normal" (alarm, bulk) -> their class; normal ones are not listed.
+    _priority: dict = attrs.field(factory=dict, init=False)
+    _backlog_other: set = attrs.field(factory=set, init=False)
     _in_flight: dict = attrs.field(factory=dict, init=False)
     _backlog_last: str | None = attrs.field(default=None, init=False)
     # Events sent and not yet acked -> whether a cause to send them again happened since their last send.
@@ -140,9 +185,20 @@ class Outbox:
         self._forget_batches()
         self._in_flight.clear()
         pending = self.store.pending_ids()
-        self._queue = deque(pending)
-        # Everything up to the last id pending now is backlog (counted as reuploaded when sent).
-        self._backlog_last = pending[-1] if pending else None
+        queue, priority = _ClassQueue(), self._priority
+        self._backlog_last = None
+        self._backlog_other = set()
+        for event_id in pending:
+            cls = priority.get(event_id)
+            if cls is None:
+                queue.append(event_id)
+                self._backlog_last = event_id
+            else:
+                queue.append(event_id, cls)
+                self._backlog_other.add(event_id)
+        self._queue = queue
+        # Every id pending now is backlog (counted as reuploaded when sent); in the normal class,
+        # everything up to the last one pending now.
         self.stats.max_backlog = max(self.stats.max_backlog, len(pending))
         self.pump()
 
@@ -156,14 +212,24 @@ class Outbox:
         self._in_flight.clear()
         self._queue.clear()
         self._backlog_last = None
+        self._backlog_other = set()
 
     # --- events --------------------------------------------------------------------
 
-    def added(self, event_id: str) -> None:
-        """A new event is in the store (call once per event): queue it if the link is active."""
+    def added(self, event_id: str, priority: str = "normal") -> None:
+        """A new event is in the store (call once per event): queue it if the link is active.
+
+        ``priority`` (one of :data:`PRIORITIES`) places it: an ``alarm`` overtakes every queued
+        ``normal`` and ``bulk`` event (a backlog included).  Remembered while the event is pending in
+        this process; after a restart the backlog loaded from the store goes oldest first.
+        """
+        if priority != "normal":
+            if priority not in PRIORITIES:
+                raise ValueError(f"unknown event priority {priority!r}; use one of {', '.join(PRIORITIES)}")
+            self._priority[event_id] = priority
         if not self._active or event_id in self._in_flight:
             return
-        self._queue.append(event_id)
+        self._queue.append(event_id, priority)
         self.pump()
 
     def _forget_batches(self) -> None:
@@ -200,6 +266,8 @@ class Outbox:
         self._forget_sends(event_id)
 
     def _forget_sends(self, event_id: str) -> None:
+        self._priority.pop(event_id, None)
+        self._backlog_other.discard(event_id)
         self._sends.pop(event_id, None)
         self._attempts.pop(event_id, None)
         self._solo.discard(event_id)
@@ -211,7 +279,7 @@ class Outbox:
         self._pumping = True
         try:
             while self._active and self._queue:
-                if self.link.peer_accepts_batches and self._queue[0] not in self._solo:
+                if self.link.peer_accepts_batches and self._queue.peek() not in self._solo:
                     if len(self._batches) >= self.batch_frames_limit:
                         break
                     if self._batches and len(self._queue) < self.link.batch_max:
@@ -231,13 +299,16 @@ class Outbox:
 
     def _next_ids(self, limit: int) -> list[str]:
         queue, solo, ids = self._queue, self._solo, []
-        while queue and len(ids) < limit and queue[0] not in solo:
+        while queue and len(ids) < limit and queue.peek() not in solo:
             ids.append(queue.popleft())
         return ids
 
     def _count_sent(self, event_id: str) -> None:
         self.stats.sent += 1
-        if self._backlog_last is not None:
+        if event_id in self._backlog_other:
+            self._backlog_other.discard(event_id)
+            self.stats.reuploaded += 1
+        elif self._backlog_last is not None and event_id not in self._priority:
             self.stats.reuploaded += 1
             if event_id == self._backlog_last:
                 self._backlog_last = None
@@ -341,7 +412,7 @@ class Outbox:
     def _retry(self, event_ids: list[str]) -> None:
         """Send ``event_ids`` again ahead of the queue (oldest first), while the link stays active."""
         self.stats.retried += len(event_ids)
-        self._queue.extendleft(reversed(event_ids))
+        self._queue.extendleft(event_ids, lambda event_id: self._priority.get(event_id, "normal"))
         self.pump()
         # With nothing else to send, the ack of this probe is what shows the peer is there.
         self.link.probe()

@@ -127,6 +127,9 @@ class Event(Payload):
 
     TYPE_NAME: ClassVar[str] = "gridworks.event"
     TYPE_NAME_AFTER: ClassVar[Optional[str]] = "src"
+    PRIORITY: ClassVar[str] = "normal"
+    """``"alarm"``, ``"normal"`` or ``"bulk"``: the outbox sends queued events by class in that order
+    (oldest first within a class), so a fresh alarm overtakes a backlog."""
     TTL_S: ClassVar[Optional[float]] = None
     """Seconds after ``TimeCreatedMs`` past which a stored event of this type is dropped instead of sent
     (counted and reported); ``None``: it never expires."""
