@@ -40,6 +40,7 @@ class _Lane:
         self.queue: deque[tuple[float, Any]] = deque()
         self.sink: Any = None  # transport the lane writes to
         self.timer: Any = None
+        self.free_at = 0.0  # with a bandwidth limit: when the simulated link is free for the next bytes
 
     def push(self, item: Any) -> None:
         self.queue.append((self.proxy._reactor.seconds() + self.proxy.latency, item))
@@ -53,8 +54,11 @@ class _Lane:
         if self.sink is None or proxy._held(self.direction):
             return
         now = proxy._reactor.seconds()
+        bandwidth = proxy._bandwidth.get(self.direction)
         while self.queue:
             due, item = self.queue[0]
+            if bandwidth is not None and item is not _CLOSE:
+                due = max(due, self.free_at)
             if due > now:
                 self.timer = proxy._reactor.callLater(due - now, self.pump)
                 return
@@ -63,6 +67,14 @@ class _Lane:
                 self.sink.loseConnection()
                 self.queue.clear()
                 return
+            if bandwidth is not None:
+                # A serial link: at most 50 ms worth of bytes at a time, the rest when the link is free again.
+                chunk = max(1, int(bandwidth * 0.05))
+                if len(item) > chunk:
+                    self.queue.appendleft((due, item[chunk:]))
+                    item = item[:chunk]
+                # Counted from when the chunk was due, not from now: a late timer sends what is owed at once.
+                self.free_at = due + len(item) / bandwidth
             self.sink.write(item)
             if self.direction == "up":
                 proxy.bytes_up += len(item)
@@ -191,6 +203,8 @@ class FaultProxy:
       meanwhile are accepted and connected upstream, but nothing flows on them either.
     * :meth:`pause` / :meth:`unpause` do the same for one direction.
     * :meth:`set_latency` delays each forwarded chunk by that many seconds, preserving order.
+    * :meth:`set_bandwidth` limits the bytes per second each way (a cellular or satellite link), settable
+      while running.
     * :meth:`refuse` makes the proxy accept new connections and close them at once (the client sees its
       connection made then lost, never any data).
     * :meth:`accept_but_never_answer` makes new connections open but never connect upstream nor answer; the
@@ -224,6 +238,7 @@ class FaultProxy:
     _half_open: bool = attrs.field(init=False, default=False)
     _refusing: bool = attrs.field(init=False, default=False)
     _never_answer: bool = attrs.field(init=False, default=False)
+    _bandwidth: dict = attrs.field(init=False, factory=dict)  # direction -> bytes/s, or None
 
     @property
     def _reactor(self) -> Any:
@@ -286,6 +301,18 @@ class FaultProxy:
     def unpause(self, direction: Direction) -> None:
         """Undo :meth:`pause` for ``direction``."""
         self._paused.discard(self._check(direction))
+        self._pump_all()
+
+    def set_bandwidth(self, bytes_per_s: float | None, direction: Direction | None = None) -> None:
+        """Forward at most ``bytes_per_s`` each way (or only ``direction``), like a serial link; ``None`` lifts it.
+
+        It applies at once to what is queued and to current and future connections, and combines with
+        :meth:`set_latency` (a chunk leaves after its latency, when the link is free).  64 kbit/s is 8,000.
+        """
+        if bytes_per_s is not None and not bytes_per_s > 0:
+            raise ValueError(f"bandwidth must be a positive number of bytes per second or None, got {bytes_per_s!r}")
+        for d in (_DIRECTIONS if direction is None else (self._check(direction),)):
+            self._bandwidth[d] = None if bytes_per_s is None else float(bytes_per_s)
         self._pump_all()
 
     def set_latency(self, seconds: float) -> None:

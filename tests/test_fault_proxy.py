@@ -296,3 +296,66 @@ async def test_tls_mqtt_through_proxy(
     assert proxy.bytes_up > len(body) and proxy.bytes_down > 4  # TLS framing went through
     proxy.cut()
     await until(lambda: client.lost, what="the cut to drop the MQTT session")
+
+
+class _Sink:
+    """A transport double that records what a proxy lane writes, with the clock time of each write."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.writes: list[tuple[float, bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append((self.clock.seconds(), data))
+
+    def loseConnection(self) -> None:  # noqa: N802 - Twisted API
+        self.writes.append((self.clock.seconds(), b"<close>"))
+
+
+def _lane(bandwidth: float | None, latency: float = 0.0) -> tuple[Any, Any, _Sink]:
+    from twisted.internet.task import Clock
+
+    from gwproactor_test.proxy import _Lane
+
+    clock = Clock()
+    proxy = FaultProxy("127.0.0.1", 1, reactor=clock)
+    proxy.set_latency(latency)
+    proxy.set_bandwidth(bandwidth, "up")
+    lane = _Lane(proxy, "up")
+    lane.sink = _Sink(clock)
+    return clock, lane, lane.sink
+
+
+def test_bandwidth_paces_bytes_like_a_serial_link() -> None:
+    """At 8,000 bytes/s (64 kbit/s) 40,000 bytes take 5 s to leave, in order, in chunks of at most 400 bytes."""
+    clock, lane, sink = _lane(8000.0)
+    lane.push(bytes(range(256)) * 156 + b"x" * 64)  # 40,000 bytes
+    for _ in range(60):
+        clock.advance(0.1)
+    data = b"".join(d for _, d in sink.writes)
+    assert data == bytes(range(256)) * 156 + b"x" * 64
+    assert max(len(d) for _, d in sink.writes) <= 400
+    assert 4.9 <= sink.writes[-1][0] <= 5.1
+
+
+def test_bandwidth_and_latency_combine_and_can_change_while_running() -> None:
+    """Latency delays the start; lifting the limit while bytes wait lets the rest go at once."""
+    clock, lane, sink = _lane(1000.0, latency=0.3)
+    lane.push(b"a" * 1000)
+    clock.advance(0.29)
+    assert sink.writes == []
+    clock.advance(0.31)  # t = 0.6: 0.3 s of sending at 1,000 bytes/s
+    sent = sum(len(d) for _, d in sink.writes)
+    assert 250 <= sent <= 400
+    lane.proxy.set_bandwidth(None)
+    lane.pump()
+    assert sum(len(d) for _, d in sink.writes) == 1000
+
+
+def test_bad_bandwidth_is_refused() -> None:
+    """set_bandwidth refuses 0 and negative rates and unknown directions."""
+    proxy = FaultProxy("127.0.0.1", 1)
+    with pytest.raises(ValueError):
+        proxy.set_bandwidth(0)
+    with pytest.raises(ValueError):
+        proxy.set_bandwidth(10, "sideways")  # type: ignore[arg-type]
