@@ -244,6 +244,8 @@ class LinkSettings(_Settings):
     park_after: int = attrs.field(default=3, validator=_positive)
     #: Frames from the peer larger than this are dropped before decoding (counted as ``oversized``).
     max_frame_bytes: int = attrs.field(default=4 * MiB, validator=_positive, metadata={_BYTES: True})
+    #: Compress batch frames (zlib) to a gwproactor peer that offers it too; 4.x peers never see it.
+    compress: bool = True
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -215,6 +215,7 @@ class Proactor(MultiService):
                 upstream=ls.upstream,
                 batch_max=ls.batch_max,
                 max_frame_bytes=ls.max_frame_bytes,
+                compress=ls.compress,
             )
             self.links[link_name] = link
             self.addService(link)

@@ -244,7 +244,7 @@ def test_no_hello_reaches_a_peer_that_offered_no_capabilities() -> None:
     published = p.child_client.take_published()
     assert [m for m in published if m.topic.endswith("gwproactor-hello")] == []
     pings = [m for m in published if m.topic.endswith("gridworks-ping")]
-    assert any(b'"Capabilities":["batch1"]' in m.payload for m in pings)  # the offer, on activation
+    assert any(b'"Capabilities":["batch1","zlib1"]' in m.payload for m in pings)  # the offer, on activation
     assert p.child.links["parent"].peer_accepts_batches is False
     assert summaries(p.parent) == [f"event {n}" for n in range(5)]
 

@@ -8,6 +8,7 @@ comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -44,6 +45,12 @@ __all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawF
 #: The capability a peer announces in its :class:`~gwproactor.message.Hello` when it accepts event batches.
 BATCH_CAPABILITY = "batch1"
 
+#: The capability of a peer that accepts zlib-compressed batch frames (``gwproactor.batch.z`` topics).
+ZLIB_CAPABILITY = "zlib1"
+
+#: The topic message type of a compressed batch frame (its payload is the zlib-compressed envelope).
+COMPRESSED_BATCH_TYPE = "gwproactor.batch.z"
+
 #: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
 CAPABILITIES_FIELD = "Capabilities"
 
@@ -54,6 +61,8 @@ class RawFrame:
 
     header: Any
     data: bytes
+    wire_type: str | None = None
+    """The message type in the topic when it differs from the header's (a compressed batch)."""
 
 
 @attrs.define
@@ -80,6 +89,11 @@ class LinkStats:
     duplicates_dropped: int = 0
     """Events from the peer that were accepted before (acked again, not handed to the application)."""
     transitions: int = 0
+    bytes_in: int = 0
+    """Payload bytes of the frames received on the link's topics (as on the wire, compressed or not)."""
+    bytes_out: int = 0
+    """Payload bytes of the frames published (as on the wire)."""
+    compressed_batches_sent: int = 0
     ack_timeouts_counted: int = 0
     """Ack timeouts fed to the state machine (evidence that the peer went silent)."""
     ack_timeouts_discounted: int = 0
@@ -160,6 +174,7 @@ class Link(Service):
         upstream: bool = False,
         batch_max: int = 0,
         max_frame_bytes: int = 4 * 1024 * 1024,
+        compress: bool = True,
     ) -> None:
         self.name = f"link:{name}"
         self.link_name = name
@@ -175,6 +190,8 @@ class Link(Service):
         self.upstream = upstream
         self.batch_max = batch_max
         self.max_frame_bytes = max_frame_bytes
+        self.compress = compress
+        self._compressed_topic_type = dashed(COMPRESSED_BATCH_TYPE)
         self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
         import json
@@ -340,6 +357,7 @@ class Link(Service):
         if self.instrument.drop_incoming:
             self.stats.dropped_by_instrumentation += 1
             return
+        self.stats.bytes_in += len(payload)
         if len(payload) > self.max_frame_bytes:
             self.stats.oversized += 1
             self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
@@ -354,6 +372,10 @@ class Link(Service):
         if src != self._peer_dashed or dst != self._own_short_dashed:
             self._reject(topic, f"topic is not from {self.peer_long_name} to {self.own_short_name}")
             return
+        if _type == self._compressed_topic_type:
+            payload = self._decompress(topic, payload)
+            if payload is None:
+                return
         try:
             message = self.codec.decode(payload)
         except DecodeError as e:
@@ -425,6 +447,23 @@ class Link(Service):
             failure.getErrorMessage(),
         )
 
+    def _decompress(self, topic: str, payload: bytes) -> bytes | None:
+        """Inflate a compressed batch frame, never past ``max_frame_bytes`` (a small frame may inflate hugely)."""
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(payload, self.max_frame_bytes + 1)
+        except zlib.error as e:
+            self.stats.decode_errors += 1
+            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
+                            f"topic {_cut(topic)}: not zlib data: {e}")
+            return None
+        if len(data) > self.max_frame_bytes or inflater.unconsumed_tail:
+            self.stats.oversized += 1
+            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
+                            f"topic {_cut(topic)}: inflates past max_frame_bytes ({self.max_frame_bytes}); dropped")
+            return None
+        return data
+
     def _reject(self, topic: str, why: str) -> None:
         self.stats.rejected += 1
         self._bad_frame("rejected", f"frame rejected on link {self.link_name}", f"topic {_cut(topic)}: {why}")
@@ -471,7 +510,9 @@ class Link(Service):
     @property
     def capabilities(self) -> list[str]:
         """What this side offers the peer (``["batch1"]`` when batching is configured)."""
-        return [BATCH_CAPABILITY] if self.batch_max > 1 else []
+        if self.batch_max <= 1:
+            return []
+        return [BATCH_CAPABILITY, ZLIB_CAPABILITY] if self.compress else [BATCH_CAPABILITY]
 
     def announce(self) -> None:
         """Offer our capabilities in a ping (the link just became active; only when batching is configured).
@@ -512,23 +553,30 @@ class Link(Service):
         )
         header = make_message(self.own_long_name, self.peer_short_name, EventBatch(batch_id=batch_id),
                               ack_required=True, message_id=batch_id).header
+        if self.compress and ZLIB_CAPABILITY in self.peer_capabilities:
+            self.stats.compressed_batches_sent += 1
+            return self.send_message(RawFrame(header, zlib.compress(data), COMPRESSED_BATCH_TYPE))  # type: ignore[arg-type]
         return self.send_message(RawFrame(header, data))  # type: ignore[arg-type]
 
     def _publish(self, message: Message) -> Deferred:
         header = message.header
         try:
-            data = message.data if isinstance(message, RawFrame) else self.codec.encode(message)
+            if isinstance(message, RawFrame):
+                data, wire_type = message.data, message.wire_type or header.message_type
+            else:
+                data, wire_type = self.codec.encode(message), header.message_type
         except Exception:
             return fail()
         ack = self.acks.expect(header.message_id, self.evidence.frame_sent()) if header.ack_required else None
         try:
             published = self.broker.publish(
-                topic_for(self.own_long_name, self.peer_short_name, header.message_type), data, self.qos
+                topic_for(self.own_long_name, self.peer_short_name, wire_type), data, self.qos
             )
         except Exception:
             published = fail()
         self.liveness.sent()
         self.stats.messages_out[header.message_type] += 1
+        self.stats.bytes_out += len(data)
         if ack is None:
             published.addErrback(self._publish_failed_plain)
             return published
