@@ -30,6 +30,8 @@ from gwproactor.ops.counters import BoundedCounter
 from gwproactor.ops.problems import RateLimiter
 from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
 from gwproactor.message import (
+    will_payload,
+    will_topic,
     COMM_EVENT_TYPES,
     Codec,
     DBGPayload,
@@ -194,6 +196,10 @@ class Proactor(MultiService):
                 broker = make_broker(ls.broker, self.settings.brokers[ls.broker], self.reactor)
             if ls.broker not in self.brokers:
                 self.brokers[ls.broker] = broker
+                if hasattr(broker, "will") and broker.will is None:
+                    # Fast death notice for our peers (4.x peers never subscribe to it).
+                    broker.will = (will_topic(self.name), will_payload(self.name, "connection lost"))
+                    broker.stop_announcement = will_payload(self.name, "stopped")
                 if isinstance(broker, Service):
                     if broker.name is None:
                         broker.setName(f"broker:{ls.broker}")
@@ -682,7 +688,7 @@ class Proactor(MultiService):
             self.log.failure("stopping {what} failed", what=what, service=service)
 
     def _in_flight(self) -> int:
-        return sum(link.acks.in_flight for link in self.links.values() if link.is_active)
+        return sum(link.awaiting_acks for link in self.links.values() if link.is_active)
 
     # --- observability -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from gwproactor.errors import AckTimeout
 from gwproactor.links.machine import AckEvidence, LinkState
 from gwproactor.message import Ping, ProblemEvent
-from tests.test_link import ACK_TIMEOUT, DEADLINE, HEARTBEAT, Harness
+from tests.test_link import ACK_TIMEOUT, DEADLINE, HEARTBEAT, PARENT_LONG, Harness
 
 
 def _pings(h: Harness) -> list[Any]:
@@ -181,3 +181,43 @@ def test_an_outage_logs_a_few_lines_not_one_per_timeout() -> None:
     assert len(summary) == 1 and summary[0]["probes"] >= 50
     stop = [e for e in mine if e["log_format"].startswith("link {link_name} left active") and e["input"] == "stop"]
     assert len(stop) == 1 and stop[0]["log_level"] == LogLevel.info
+
+
+def test_the_peers_will_takes_the_link_out_of_active_at_once() -> None:
+    """The broker publishes the peer's Last Will: the link leaves active now, not at the receive deadline."""
+    from gwproactor.message import will_payload, will_topic
+
+    h = Harness()
+    h.activate()
+    h.broker.deliver(will_topic(PARENT_LONG), will_payload(PARENT_LONG, "connection lost"))
+    assert h.link.state is LinkState.awaiting_peer
+    assert h.link.recent_transitions[-1][1] == "peer_gone" and h.link.stats.peer_gone == 1
+    assert "gridworks.event.comm.response.timeout" in h.listener.comm_events()
+    assert _pings(h)  # probing: back as soon as the peer answers
+    h.from_peer(Ping())
+    assert h.link.state is LinkState.active
+
+
+def test_a_will_that_is_not_the_peers_is_rejected() -> None:
+    """A will naming another process, or garbage on the will topic, changes nothing and is counted."""
+    from gwproactor.message import will_payload, will_topic
+
+    h = Harness()
+    h.activate()
+    h.broker.deliver(will_topic(PARENT_LONG), will_payload("d1.someone.else", "connection lost"))
+    h.broker.deliver(will_topic(PARENT_LONG), b"\xff not json")
+    assert h.link.state is LinkState.active
+    assert h.link.stats.rejected == 2 and h.link.stats.peer_gone == 0
+
+
+def test_a_stale_probe_is_not_an_ack_worth_waiting_for() -> None:
+    """awaiting_acks leaves out the probe sent before the peer appeared (shutdown does not wait for it)."""
+    h = Harness()
+    h.link.startService()
+    h.broker.connect()  # probe sent; nobody there
+    h.from_peer(Ping())
+    assert h.link.state is LinkState.active
+    assert h.link.acks.in_flight == 1 and h.link.awaiting_acks == 0
+    d = h.link.send(ProblemEvent(src="x", problem_type="warning", summary="s", details=""))
+    d.addErrback(lambda f: None)
+    assert h.link.awaiting_acks == 1

@@ -96,7 +96,7 @@ class Model:
             self.subscribed = False
         elif inp is I.message_from_peer and self.connected:
             self.heard = True
-        elif inp in (I.ack_timeout, I.receive_deadline_expired) and self.heard:
+        elif inp in (I.ack_timeout, I.receive_deadline_expired, I.peer_gone) and self.heard:
             self.heard = False
             events.append(COMM_RESPONSE_TIMEOUT)
         if self.state() is S.active and not was_active:
@@ -182,6 +182,7 @@ def test_state_and_input_values_are_the_user_visible_names() -> None:
         "message_from_peer",
         "ack_timeout",
         "receive_deadline_expired",
+        "peer_gone",
     ]
     assert str(S.awaiting_peer) == "awaiting_peer"
 

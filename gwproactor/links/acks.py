@@ -129,6 +129,10 @@ class AckTracker:
         """How many message ids are waiting for their ack."""
         return len(self._in_flight)
 
+    def in_flight_after(self, tag: int) -> int:
+        """How many ids in flight carry an integer tag greater than ``tag`` (untagged ones count too)."""
+        return sum(1 for e in self._in_flight.values() if not isinstance(e.tag, int) or e.tag > tag)
+
     def is_expected(self, message_id: str) -> bool:
         """True if ``message_id`` is waiting for its ack."""
         return message_id in self._in_flight

@@ -8,6 +8,7 @@ comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import Counter
 from typing import Any
@@ -38,6 +39,7 @@ from gwproactor.message import (
     parse_topic,
     subscription_filter,
     topic_for,
+    will_topic,
 )
 
 __all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawFrame"]
@@ -81,6 +83,8 @@ class LinkStats:
     """Frames from the peer that could not be decoded."""
     oversized: int = 0
     """Frames larger than the link's ``max_frame_bytes``, dropped before decoding."""
+    peer_gone: int = 0
+    """Announcements that the peer's process is gone (its MQTT Last Will, or its stop)."""
     bad_frames_suppressed: int = 0
     """Bad frames (rejected, undecodable, oversized) not logged because of the rate limit (5 a minute per kind)."""
     publish_failures: int = 0
@@ -194,7 +198,6 @@ class Link(Service):
         self._compressed_topic_type = dashed(COMPRESSED_BATCH_TYPE)
         self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
-        import json
 
         self._batch_prefix = (
             '{"Header":{"Src":%s,"Dst":%s,"MessageType":"gwproactor.batch","MessageId":'
@@ -216,6 +219,7 @@ class Link(Service):
             on_deadline=self._deadline_expired,
         )
         self.subscription = subscription_filter(peer_long_name, own_short_name)
+        self.will_subscription = will_topic(peer_long_name)
         self._peer_dashed = dashed(peer_long_name)
         self._own_short_dashed = dashed(own_short_name)
         self._recent: list[tuple[float, str, str]] = []
@@ -235,6 +239,15 @@ class Link(Service):
     def is_active(self) -> bool:
         """Broker connected, subscribed, peer heard within the deadline, no ack timeout since."""
         return self.machine.is_active
+
+    @property
+    def awaiting_acks(self) -> int:
+        """Frames in flight whose ack can still come: sent since the peer was last heard again.
+
+        A probe sent while the peer was away (before the broker or the peer came back) is never
+        answered; shutdown does not wait for it.
+        """
+        return self.acks.in_flight_after(self.evidence.heard_from)
 
     @property
     def peer_accepts_batches(self) -> bool:
@@ -305,6 +318,8 @@ class Link(Service):
         super().startService()
         self.broker.add_observer(self)
         self.broker.add_subscription(self.subscription, self.qos, self._on_mqtt_message)
+        # The peer's Last Will: if it dies, the broker tells us at once (a 4.x peer has none: nothing comes).
+        self.broker.add_subscription(self.will_subscription, 1, self._on_peer_will)
         self._feed(LinkInput.start)
         self.liveness.start()
         if self.broker.is_connected:
@@ -319,6 +334,7 @@ class Link(Service):
         self.acks.fail_all(LinkDown(f"link {self.link_name} stopped"))
         self.broker.remove_observer(self)
         self.broker.remove_subscription(self.subscription)
+        self.broker.remove_subscription(self.will_subscription)
         self._feed(LinkInput.stop)
 
     # --- IBrokerObserver ---------------------------------------------------------
@@ -388,6 +404,23 @@ class Link(Service):
             self._reject(topic, f"header Src/Dst {_cut(header.src)}/{_cut(header.dst)} do not match the link")
             return
         self.receive_frame(message)
+
+    def _on_peer_will(self, topic: str, payload: bytes) -> None:
+        """The peer's process announced it is gone (its Last Will, or its stop announcement)."""
+        try:
+            obj = json.loads(payload) if len(payload) <= 4096 else None
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or obj.get("Src") != self.peer_long_name:
+            self._reject(topic, f"not a gone announcement of {self.peer_long_name}")
+            return
+        self.stats.peer_gone += 1
+        reason = _cut(str(obj.get("Reason", "")))
+        transition = self._feed(LinkInput.peer_gone)
+        if transition.changed:
+            self.log.warn("link {link_name}: the peer is gone ({reason})", link_name=self.link_name, reason=reason)
+            if self.machine.is_connected:
+                self.liveness.ping_now()  # a probe: the link is back as soon as the peer answers
 
     def receive_frame(self, message: Message) -> None:
         """Handle a decoded frame from the peer (after topic and header checks)."""

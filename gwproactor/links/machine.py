@@ -28,8 +28,8 @@ State                       connected fully subscribed peer heard
 
 Rules: ``start`` acts only in ``not_started``; ``stop`` leads to ``stopped`` from
 every other state, and every input is a no-op in ``stopped``.  ``broker_disconnected``
-forgets the subscriptions and the peer.  ``ack_timeout`` and
-``receive_deadline_expired`` forget the peer.  ``subscription_lost`` (a
+forgets the subscriptions and the peer.  ``ack_timeout``,
+``receive_deadline_expired`` and ``peer_gone`` forget the peer.  ``subscription_lost`` (a
 subscription refused or lost) forgets the subscriptions.  Every input is legal in
 every state: an input that changes nothing (late, duplicate, or meaningless in
 that state) returns a :class:`Transition` with ``changed`` false, never an exception.
@@ -68,65 +68,71 @@ a disconnected one (the link may publish from then on).
 
 .. transition-table-start
 
-=========================== ============================ =========================== ==================================
-State                       Input                        Next state                  Comm events
-=========================== ============================ =========================== ==================================
-``not_started``             ``start``                    ``connecting``
-``not_started``             ``stop``                     ``stopped``
-``not_started``             ``broker_connected``,        (no change)
+=========================== ============================== =========================== ==================================
+State                       Input                          Next state                  Comm events
+=========================== ============================== =========================== ==================================
+``not_started``             ``start``                      ``connecting``
+``not_started``             ``stop``                       ``stopped``
+``not_started``             ``broker_connected``,          (no change)
                             ``broker_disconnected``,
                             ``fully_subscribed``,
                             ``subscription_lost``,
                             ``message_from_peer``,
                             ``ack_timeout``,
-                            ``receive_deadline_expired``
-``connecting``              ``stop``                     ``stopped``
-``connecting``              ``broker_connected``         ``awaiting_setup_and_peer`` ``mqtt.connect``
-``connecting``              ``start``,                   (no change)
+                            ``receive_deadline_expired``,
+                            ``peer_gone``
+``connecting``              ``stop``                       ``stopped``
+``connecting``              ``broker_connected``           ``awaiting_setup_and_peer`` ``mqtt.connect``
+``connecting``              ``start``,                     (no change)
                             ``broker_disconnected``,
                             ``fully_subscribed``,
                             ``subscription_lost``,
                             ``message_from_peer``,
                             ``ack_timeout``,
-                            ``receive_deadline_expired``
-``awaiting_setup_and_peer`` ``stop``                     ``stopped``
-``awaiting_setup_and_peer`` ``broker_disconnected``      ``connecting``              ``mqtt.disconnect``
-``awaiting_setup_and_peer`` ``fully_subscribed``         ``awaiting_peer``           ``mqtt.fully.subscribed``
-``awaiting_setup_and_peer`` ``message_from_peer``        ``awaiting_setup``
-``awaiting_setup_and_peer`` ``start``,                   (no change)
+                            ``receive_deadline_expired``,
+                            ``peer_gone``
+``awaiting_setup_and_peer`` ``stop``                       ``stopped``
+``awaiting_setup_and_peer`` ``broker_disconnected``        ``connecting``              ``mqtt.disconnect``
+``awaiting_setup_and_peer`` ``fully_subscribed``           ``awaiting_peer``           ``mqtt.fully.subscribed``
+``awaiting_setup_and_peer`` ``message_from_peer``          ``awaiting_setup``
+``awaiting_setup_and_peer`` ``start``,                     (no change)
                             ``broker_connected``,
                             ``subscription_lost``,
                             ``ack_timeout``,
-                            ``receive_deadline_expired``
-``awaiting_setup``          ``stop``                     ``stopped``
-``awaiting_setup``          ``broker_disconnected``      ``connecting``              ``mqtt.disconnect``
-``awaiting_setup``          ``fully_subscribed``         ``active``                  ``mqtt.fully.subscribed``,
-                                                                                     ``peer.active``
-``awaiting_setup``          ``ack_timeout``              ``awaiting_setup_and_peer`` ``response.timeout``
-``awaiting_setup``          ``receive_deadline_expired`` ``awaiting_setup_and_peer`` ``response.timeout``
-``awaiting_setup``          ``start``,                   (no change)
+                            ``receive_deadline_expired``,
+                            ``peer_gone``
+``awaiting_setup``          ``stop``                       ``stopped``
+``awaiting_setup``          ``broker_disconnected``        ``connecting``              ``mqtt.disconnect``
+``awaiting_setup``          ``fully_subscribed``           ``active``                  ``mqtt.fully.subscribed``,
+                                                                                       ``peer.active``
+``awaiting_setup``          ``ack_timeout``                ``awaiting_setup_and_peer`` ``response.timeout``
+``awaiting_setup``          ``receive_deadline_expired``   ``awaiting_setup_and_peer`` ``response.timeout``
+``awaiting_setup``          ``peer_gone``                  ``awaiting_setup_and_peer`` ``response.timeout``
+``awaiting_setup``          ``start``,                     (no change)
                             ``broker_connected``,
                             ``subscription_lost``,
                             ``message_from_peer``
-``awaiting_peer``           ``stop``                     ``stopped``
-``awaiting_peer``           ``broker_disconnected``      ``connecting``              ``mqtt.disconnect``
-``awaiting_peer``           ``subscription_lost``        ``awaiting_setup_and_peer``
-``awaiting_peer``           ``message_from_peer``        ``active``                  ``peer.active``
-``awaiting_peer``           ``start``,                   (no change)
+``awaiting_peer``           ``stop``                       ``stopped``
+``awaiting_peer``           ``broker_disconnected``        ``connecting``              ``mqtt.disconnect``
+``awaiting_peer``           ``subscription_lost``          ``awaiting_setup_and_peer``
+``awaiting_peer``           ``message_from_peer``          ``active``                  ``peer.active``
+``awaiting_peer``           ``start``,                     (no change)
                             ``broker_connected``,
                             ``fully_subscribed``,
                             ``ack_timeout``,
-                            ``receive_deadline_expired``
-``active``                  ``stop``                     ``stopped``
-``active``                  ``broker_disconnected``      ``connecting``              ``mqtt.disconnect``
-``active``                  ``subscription_lost``        ``awaiting_setup``
-``active``                  ``ack_timeout``              ``awaiting_peer``           ``response.timeout``
-``active``                  ``receive_deadline_expired`` ``awaiting_peer``           ``response.timeout``
-``active``                  ``start``,                   (no change)
+                            ``receive_deadline_expired``,
+                            ``peer_gone``
+``active``                  ``stop``                       ``stopped``
+``active``                  ``broker_disconnected``        ``connecting``              ``mqtt.disconnect``
+``active``                  ``subscription_lost``          ``awaiting_setup``
+``active``                  ``ack_timeout``                ``awaiting_peer``           ``response.timeout``
+``active``                  ``receive_deadline_expired``   ``awaiting_peer``           ``response.timeout``
+``active``                  ``peer_gone``                  ``awaiting_peer``           ``response.timeout``
+``active``                  ``start``,                     (no change)
                             ``broker_connected``,
                             ``fully_subscribed``,
                             ``message_from_peer``
-``stopped``                 ``start``,                   (no change)
+``stopped``                 ``start``,                     (no change)
                             ``stop``,
                             ``broker_connected``,
                             ``broker_disconnected``,
@@ -134,8 +140,9 @@ State                       Input                        Next state             
                             ``subscription_lost``,
                             ``message_from_peer``,
                             ``ack_timeout``,
-                            ``receive_deadline_expired``
-=========================== ============================ =========================== ==================================
+                            ``receive_deadline_expired``,
+                            ``peer_gone``
+=========================== ============================== =========================== ==================================
 
 .. transition-table-end
 
@@ -206,6 +213,9 @@ class LinkInput(str, enum.Enum):
     """An ack-required message sent to the peer got no ack in time."""
     receive_deadline_expired = "receive_deadline_expired"
     """Nothing was received from the peer for the receive deadline."""
+    peer_gone = "peer_gone"
+    """The peer's process announced it is gone: its MQTT Last Will (it died, or its connection dropped
+    without a DISCONNECT), or its own announcement as it stopped."""
 
     def __str__(self) -> str:
         return self.value
@@ -306,6 +316,7 @@ _CHANGES: dict[tuple[LinkState, LinkInput], Step] = {
     (_S.awaiting_setup, _I.fully_subscribed): Step(_S.active, (COMM_MQTT_FULLY_SUBSCRIBED, COMM_PEER_ACTIVE)),
     (_S.awaiting_setup, _I.ack_timeout): Step(_S.awaiting_setup_and_peer, (COMM_RESPONSE_TIMEOUT,)),
     (_S.awaiting_setup, _I.receive_deadline_expired): Step(_S.awaiting_setup_and_peer, (COMM_RESPONSE_TIMEOUT,)),
+    (_S.awaiting_setup, _I.peer_gone): Step(_S.awaiting_setup_and_peer, (COMM_RESPONSE_TIMEOUT,)),
     (_S.awaiting_peer, _I.stop): Step(_S.stopped),
     (_S.awaiting_peer, _I.broker_disconnected): Step(_S.connecting, (COMM_MQTT_DISCONNECT,)),
     (_S.awaiting_peer, _I.subscription_lost): Step(_S.awaiting_setup_and_peer),
@@ -315,6 +326,7 @@ _CHANGES: dict[tuple[LinkState, LinkInput], Step] = {
     (_S.active, _I.subscription_lost): Step(_S.awaiting_setup),
     (_S.active, _I.ack_timeout): Step(_S.awaiting_peer, (COMM_RESPONSE_TIMEOUT,)),
     (_S.active, _I.receive_deadline_expired): Step(_S.awaiting_peer, (COMM_RESPONSE_TIMEOUT,)),
+    (_S.active, _I.peer_gone): Step(_S.awaiting_peer, (COMM_RESPONSE_TIMEOUT,)),
 }
 
 TRANSITIONS: Mapping[tuple[LinkState, LinkInput], Step] = MappingProxyType(
@@ -399,7 +411,7 @@ def transition_table_rst() -> str:
     Per state: one row per input that changes something, then one row listing
     every no-op input.
     """
-    widths = (27, 28, 27, 34)
+    widths = (27, 30, 27, 34)
     header = ("State", "Input", "Next state", "Comm events")
 
     def line(cells: tuple[str, ...]) -> str:

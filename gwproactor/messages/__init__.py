@@ -38,7 +38,7 @@ from gwproactor.messages._schema import (
     camel,
     wire_field,
 )
-from gwproactor.messages._topics import dashed, parse_topic, subscription_filter, topic_for
+from gwproactor.messages._topics import dashed, parse_topic, subscription_filter, topic_for, will_payload, will_topic
 
 __all__ = [
     "COMM_EVENT_TYPES",
@@ -79,5 +79,7 @@ __all__ = [
     "subscription_filter",
     "topic_for",
     "type_name_of",
+    "will_payload",
+    "will_topic",
     "wire_field",
 ]

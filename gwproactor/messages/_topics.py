@@ -20,6 +20,23 @@ def subscription_filter(peer_long: str, own_short: str) -> str:
     return f"gw/{dashed(peer_long)}/to/{dashed(own_short)}/#"
 
 
+def will_topic(long_name: str) -> str:
+    """Where a gwproactor process's broker connection has its MQTT Last Will (and announces a stop).
+
+    Not under ``gw/<long>/to/``, so a gridworks-proactor 4.x peer (which subscribes only to what is
+    addressed to it) never receives it.
+    """
+    return f"gw/{dashed(long_name)}/will"
+
+
+def will_payload(long_name: str, reason: str) -> bytes:
+    """The JSON a process leaves as its will (``reason`` "connection lost") or publishes as it stops ("stopped")."""
+    import json
+
+    return json.dumps({"TypeName": "gwproactor.gone", "Src": long_name, "Reason": reason},
+                      separators=(",", ":")).encode()
+
+
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """Split a topic into ``(src_dashed, dst_dashed, type_dashed)``.
 

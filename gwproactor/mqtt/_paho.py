@@ -272,6 +272,7 @@ class PahoProtocol(Protocol):
         password: str | None = None,
         stats: dict[str, int] | None = None,
         broker_label: str = "twisted-endpoint",
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         if keepalive <= 0:
             raise ValueError(f"keepalive must be > 0 seconds, got {keepalive!r}")
@@ -283,6 +284,7 @@ class PahoProtocol(Protocol):
         self._password = password
         self._stats = stats if stats is not None else {"bytes_in": 0, "bytes_out": 0}
         self._broker_label = broker_label
+        self._will = will
         self._events: list[tuple[Any, ...]] = []
         self._dispatching = False
         self._socket: _MemorySocket | None = None
@@ -326,6 +328,9 @@ class PahoProtocol(Protocol):
         client.max_inflight_messages_set(0)  # no paho-side queueing; the caller windows its publishes
         if self._username is not None:
             client.username_pw_set(self._username, self._password)
+        if self._will is not None:
+            # The broker publishes it if this connection ends without a DISCONNECT.
+            client.will_set(self._will[0], self._will[1], qos=1, retain=False)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_publish = None  # set only while a completion is awaited (see _publish_done)

@@ -135,6 +135,10 @@ class BrokerConnection(Service):
     backoff: Backoff = attrs.field(factory=Backoff)
     connect_timeout: float = 10.0
     rng: random.Random = attrs.field(factory=random.Random)
+    will: tuple[str, bytes] | None = None
+    """``(topic, payload)`` of the MQTT Last Will, published by the broker if a connection ends without a
+    DISCONNECT; :meth:`stopService` publishes ``stop_announcement`` there itself before disconnecting."""
+    stop_announcement: bytes | None = None
 
     _observers: list[Any] = attrs.field(init=False, factory=list)
     _subscriptions: dict[str, _Subscription] = attrs.field(init=False, factory=dict)
@@ -359,6 +363,11 @@ class BrokerConnection(Service):
         d: Deferred = Deferred()
         self._when_closed.append(d)
         if self._connected:
+            if self.will is not None and self.stop_announcement is not None:
+                try:  # a DISCONNECT cancels the will: say it ourselves, just before it (same write, in order)
+                    session.publish(self.will[0], self.stop_announcement, 1)
+                except Exception:
+                    log.failure("could not announce the stop on {topic}", topic=self.will[0])
             session.disconnect()
             grace = self.reactor.callLater(_STOP_GRACE_S, session.abort, "stop: DISCONNECT not completed in time")
 
@@ -426,6 +435,7 @@ class BrokerConnection(Service):
             password=self.password,
             stats=self._counters,
             broker_label=self.name,
+            will=self.will,
         )
         self._attempt_timed_out = False
         self._timeout_call = self.reactor.callLater(self.connect_timeout, self._connect_timed_out)
