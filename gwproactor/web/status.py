@@ -55,7 +55,7 @@ def status_view(proactor: Any) -> dict[str, Any]:
                 "last_down_reason": summary.get("last_down_reason"),
             }
         )
-        for at, link_input, state in transitions:
+        for at, link_input, state in reversed(transitions):  # newest first, also among equal ages
             recent.append({"age_s": _age(now, at) if now is not None else None, "link": name, "input": link_input, "state": state})
     recent.sort(key=lambda r: r["age_s"] if r["age_s"] is not None else float("inf"))
     store = stats.get("store") or {}
