@@ -361,11 +361,21 @@ def _site_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def _measured_lag(proactor: Any) -> Any:
+    """The reactor-lag monitor of the proactor's systemd watchdog, when it measures (else ``None``)."""
+    monitor = getattr(getattr(proactor, "systemd", None), "monitor", None)
+    if monitor is None or not (getattr(monitor, "running", False) or getattr(monitor, "samples", 0)):
+        return None
+    return monitor
+
+
 class WebService(Service):
     """Serves :func:`make_site` on a server endpoint string (``"tcp:8080:interface=127.0.0.1"``).
 
     The limits of the site (``max_body_bytes``, ``request_deadline_s``, ``max_connections``) are taken
     from ``proactor.settings.http`` when the proactor has settings, unless given in ``site_kwargs``.
+    Unless ``lag`` is given, ``/metrics`` exposes the reactor lag measured by the proactor's systemd
+    watchdog (``proactor.systemd.monitor``) while it runs.
     :attr:`port` is the listening port once :meth:`when_listening` has fired.
     """
 
@@ -391,6 +401,7 @@ class WebService(Service):
             for key, value in _site_options(settings).items():
                 site_kwargs.setdefault(key, value)
         site_kwargs.setdefault("reactor", self.reactor)
+        site_kwargs.setdefault("lag", lambda: _measured_lag(proactor))
         self.site = make_site(proactor, **site_kwargs)
         self.port: Any = None
         self._listening: Deferred | None = None
