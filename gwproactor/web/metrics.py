@@ -102,10 +102,14 @@ class ProactorCollector:
                 if key in outbox:
                     yield CounterMetricFamily(f"gwproactor_events_{key}", text, value=outbox[key])
             yield GaugeMetricFamily(
-                "gwproactor_outbox_in_flight_events", "Events sent upstream and not acked yet.", value=outbox["in_flight"]
+                "gwproactor_outbox_in_flight_events",
+                "Events sent upstream and not acked yet.",
+                value=outbox["in_flight"],
             )
             yield GaugeMetricFamily(
-                "gwproactor_outbox_active", "1 while the outbox is sending (its link is active).", value=int(bool(outbox["active"]))
+                "gwproactor_outbox_active",
+                "1 while the outbox is sending (its link is active).",
+                value=int(bool(outbox["active"])),
             )
         yield from self._store(stats.get("store") or {})
         counters = stats.get("counters") or {}
@@ -129,7 +133,9 @@ class ProactorCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
         state = GaugeMetricFamily(
-            "gwproactor_link_state", "1 for the link's current communication state, 0 for the others.", labels=["link", "state"]
+            "gwproactor_link_state",
+            "1 for the link's current communication state, 0 for the others.",
+            labels=["link", "state"],
         )
         transitions = CounterMetricFamily(
             "gwproactor_link_transitions", "Changes of the link's communication state.", labels=["link"]
@@ -151,13 +157,17 @@ class ProactorCollector:
             "gwproactor_link_ack_timeouts", "Frames whose ack did not arrive in time.", labels=["link"]
         )
         duplicates = CounterMetricFamily(
-            "gwproactor_link_duplicates_dropped", "Events from the peer accepted before (acked again, not handled).", labels=["link"]
+            "gwproactor_link_duplicates_dropped",
+            "Events from the peer accepted before (acked again, not handled).",
+            labels=["link"],
         )
         decode_errors = CounterMetricFamily(
             "gwproactor_link_decode_errors", "Frames from the peer that could not be decoded.", labels=["link"]
         )
         messages_in = CounterMetricFamily(
-            "gwproactor_link_messages_received", "Frames accepted from the peer, by TypeName.", labels=["link", "type_name"]
+            "gwproactor_link_messages_received",
+            "Frames accepted from the peer, by TypeName.",
+            labels=["link", "type_name"],
         )
         messages_out = CounterMetricFamily(
             "gwproactor_link_messages_sent", "Frames published to the peer, by TypeName.", labels=["link", "type_name"]
@@ -184,7 +194,8 @@ class ProactorCollector:
             timeouts.add_metric([name], acks.get("timeouts", 0))
             duplicates.add_metric([name], link_stats.get("duplicates_dropped", 0))
             decode_errors.add_metric([name], link_stats.get("decode_errors", 0))
-            for family, key in ((messages_in, "messages_in"), (messages_out, "messages_out"), (comm_events, "comm_events")):
+            by_type = ((messages_in, "messages_in"), (messages_out, "messages_out"), (comm_events, "comm_events"))
+            for family, key in by_type:
                 for type_name, n in sorted((link_stats.get(key) or {}).items()):
                     family.add_metric([name, type_name], n)
         yield from (state, transitions, rtt, rtt_last, in_flight, timeouts, duplicates, decode_errors)
@@ -196,7 +207,11 @@ class ProactorCollector:
         gauges = (
             ("pending", "gwproactor_store_pending_events", "Events stored and not acked yet."),
             ("pending_bytes", "gwproactor_store_pending_bytes", "Bytes of the events stored and not acked yet."),
-            ("oldest_age_s", "gwproactor_store_oldest_pending_age_seconds", "Age of the oldest pending event (0 when none)."),
+            (
+                "oldest_age_s",
+                "gwproactor_store_oldest_pending_age_seconds",
+                "Age of the oldest pending event (0 when none).",
+            ),
             ("parked", "gwproactor_store_parked_events", "Events in the parked area."),
             ("disk_bytes", "gwproactor_store_disk_bytes", "Bytes of the store's files on disk."),
         )

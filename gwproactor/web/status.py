@@ -19,6 +19,8 @@ from typing import Any
 POLL_INTERVAL_MS = 1000
 #: Most recent link state changes shown.
 MAX_RECENT = 20
+#: The outbox counters the page shows.
+OUTBOX_KEYS = ("queued", "in_flight", "sent", "acked", "resent", "parked")
 
 
 def _age(now: float, then: Any) -> float | None:
@@ -38,7 +40,8 @@ def status_view(proactor: Any) -> dict[str, Any]:
         transitions = summary.get("recent_transitions") or []
         since = transitions[-1][0] if transitions else None
         liveness = getattr(link, "liveness", None)
-        heard = getattr(liveness, "last_received", None) if summary.get("state") not in ("not_started", "stopped") else None
+        running = summary.get("state") not in ("not_started", "stopped")
+        heard = getattr(liveness, "last_received", None) if running else None
         rtt = summary.get("rtt") or {}
         links.append(
             {
@@ -56,7 +59,8 @@ def status_view(proactor: Any) -> dict[str, Any]:
             }
         )
         for at, link_input, state in reversed(transitions):  # newest first, also among equal ages
-            recent.append({"age_s": _age(now, at) if now is not None else None, "link": name, "input": link_input, "state": state})
+            age = _age(now, at) if now is not None else None
+            recent.append({"age_s": age, "link": name, "input": link_input, "state": state})
     recent.sort(key=lambda r: r["age_s"] if r["age_s"] is not None else float("inf"))
     store = stats.get("store") or {}
     outbox = stats.get("outbox")
@@ -65,7 +69,7 @@ def status_view(proactor: Any) -> dict[str, Any]:
         "name": stats.get("name"),
         "links": links,
         "store": {k: store.get(k) for k in ("pending", "pending_bytes", "oldest_age_s", "parked")},
-        "outbox": None if not outbox else {k: outbox.get(k) for k in ("queued", "in_flight", "sent", "acked", "resent", "parked")},
+        "outbox": None if not outbox else {k: outbox.get(k) for k in OUTBOX_KEYS},
         "recent": recent[:MAX_RECENT],
         "problems": {k[len("problems.") :]: n for k, n in sorted(counters.items()) if k.startswith("problems.")},
     }
