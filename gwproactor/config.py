@@ -289,7 +289,8 @@ class LoggingSettings(_Settings):
 
 @attrs.define(frozen=True, kw_only=True)
 class HTTPSettings(_Settings):
-    """The optional HTTP server (health, stats, events).  ``port`` 0 picks a free port."""
+    """The optional HTTP server (health, stats, events, Prometheus metrics, the status page).  ``port`` 0 picks a
+    free port."""
 
     enabled: bool = False
     host: str = attrs.field(default="127.0.0.1", validator=_non_empty)

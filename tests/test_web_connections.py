@@ -244,7 +244,7 @@ async def test_connections_beyond_the_cap_are_closed_at_once_and_a_slot_frees_wh
     "data, status, error",
     [
         pytest.param(get(b"/nope/deeper"), 404, "not found; endpoints: ", id="404"),
-        pytest.param(get(b"/"), 404, "not found; endpoints: ", id="root-404"),
+        pytest.param(get(b"/nope"), 404, "not found; endpoints: ", id="top-level-404"),
         pytest.param(get(b"/events"), 405, "method GET not allowed; use POST", id="405-get-events"),
         pytest.param(b"DELETE /health HTTP/1.1\r\nHost: test\r\n\r\n", 405, "method DELETE not allowed", id="405"),
         pytest.param(b"BREW /stats HTTP/1.1\r\nHost: test\r\n\r\n", 405, "method BREW not allowed", id="405-brew"),

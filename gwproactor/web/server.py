@@ -1,4 +1,5 @@
-"""HTTP endpoints of a proactor on twisted.web: ``GET /health``, ``GET /stats`` and ``POST /events``."""
+"""HTTP endpoints of a proactor on twisted.web: ``GET /health``, ``GET /stats``, ``POST /events``, ``GET /metrics``
+and the status page (``GET /``, ``GET /status``, ``GET /status.json``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from gwproactor.web._http import (
     JSONSite,
 )
 from gwproactor.web._http import json_reply as _reply
+from gwproactor.web.metrics import MetricsResource, ProactorCollector
+from gwproactor.web.status import status_page, status_view
 
 _log = Logger(namespace="gwproactor.web")
 
@@ -55,7 +58,14 @@ class _NotFound(Resource):
     isLeaf = True
 
     def render(self, request: Any) -> bytes:
-        return _reply(request, 404, {"error": "not found; endpoints: GET /health, GET /stats, POST /events"})
+        return _reply(
+            request,
+            404,
+            {
+                "error": "not found; endpoints: GET /health, GET /stats, POST /events, GET /metrics, "
+                "GET /status, GET /status.json"
+            },
+        )
 
 
 class HealthResource(_JSONResource):
@@ -101,6 +111,50 @@ class StatsResource(_JSONResource):
         except Exception as e:
             _log.failure("stats failed")
             return _reply(request, 500, {"error": f"stats failed: {e}"})
+
+
+class MetricsEndpoint(_JSONResource):
+    """``GET /metrics``: Prometheus exposition of the proactor's stats (see :mod:`gwproactor.web.metrics`)."""
+
+    def __init__(self, collector: ProactorCollector) -> None:
+        super().__init__()
+        self.metrics = MetricsResource(collector)
+
+    def render_GET(self, request: Any) -> bytes:
+        return self.metrics.render_metrics(request)
+
+
+class StatusPageResource(_JSONResource):
+    """``GET /`` and ``GET /status``: the self-updating HTML status page (see :mod:`gwproactor.web.status`)."""
+
+    def __init__(self, proactor: Any) -> None:
+        super().__init__()
+        self.proactor = proactor
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        # The page loads nothing from elsewhere; the policy says so to the browser too.
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        )
+        return status_page(str(self.proactor.name))
+
+
+class StatusJSONResource(_JSONResource):
+    """``GET /status.json``: what the status page shows (:func:`~gwproactor.web.status.status_view`)."""
+
+    def __init__(self, proactor: Any) -> None:
+        super().__init__()
+        self.proactor = proactor
+
+    def render_GET(self, request: Any) -> bytes:
+        try:
+            return _reply(request, 200, status_view(self.proactor))
+        except Exception as e:
+            _log.failure("status failed")
+            return _reply(request, 500, {"error": f"status failed: {e}"})
 
 
 class EventsResource(_JSONResource):
@@ -255,8 +309,10 @@ def make_site(
     max_json_depth: int = MAX_JSON_DEPTH,
     wall: Callable[[], float] = time.time,
     reactor: Any = None,
+    lag: Any = None,
 ) -> JSONSite:
-    """A :class:`~twisted.web.server.Site` serving ``/health``, ``/stats`` and ``/events`` for ``proactor``.
+    """A :class:`~twisted.web.server.Site` serving ``/health``, ``/stats``, ``/events``, ``/metrics`` and the
+    status page (``/``, ``/status``, ``/status.json``) for ``proactor``.
 
     :param required_links: when given, ``/health`` is ok only when each of these
         links is ``"active"`` (from ``proactor.link_states()``); otherwise
@@ -269,6 +325,8 @@ def make_site(
     :param wall: the wall clock of defaulted ``TimeCreatedMs`` and of the access log's dates
         (default :func:`time.time`).
     :param reactor: runs the HTTP timeouts (default: the global reactor).
+    :param lag: a :class:`~gwproactor.ops.lag.ReactorLag` (or a callable returning one or ``None``) whose
+        figures ``/metrics`` exposes; without it no reactor-lag metrics are exposed.
     """
     root = _Root()
     root.putChild(b"health", HealthResource(proactor, required_links))
@@ -283,6 +341,11 @@ def make_site(
         reactor=reactor,
     )
     root.putChild(b"stats", StatsResource(proactor, site.stats))
+    root.putChild(b"metrics", MetricsEndpoint(ProactorCollector(proactor, lag=lag, http_stats=site.stats)))
+    page = StatusPageResource(proactor)
+    root.putChild(b"", page)
+    root.putChild(b"status", page)
+    root.putChild(b"status.json", StatusJSONResource(proactor))
     site.events = events
     site.displayTracebacks = False
     site.noisy = False
@@ -298,11 +361,21 @@ def _site_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def _measured_lag(proactor: Any) -> Any:
+    """The reactor-lag monitor of the proactor's systemd watchdog, when it measures (else ``None``)."""
+    monitor = getattr(getattr(proactor, "systemd", None), "monitor", None)
+    if monitor is None or not (getattr(monitor, "running", False) or getattr(monitor, "samples", 0)):
+        return None
+    return monitor
+
+
 class WebService(Service):
     """Serves :func:`make_site` on a server endpoint string (``"tcp:8080:interface=127.0.0.1"``).
 
     The limits of the site (``max_body_bytes``, ``request_deadline_s``, ``max_connections``) are taken
     from ``proactor.settings.http`` when the proactor has settings, unless given in ``site_kwargs``.
+    Unless ``lag`` is given, ``/metrics`` exposes the reactor lag measured by the proactor's systemd
+    watchdog (``proactor.systemd.monitor``) while it runs.
     :attr:`port` is the listening port once :meth:`when_listening` has fired.
     """
 
@@ -328,6 +401,7 @@ class WebService(Service):
             for key, value in _site_options(settings).items():
                 site_kwargs.setdefault(key, value)
         site_kwargs.setdefault("reactor", self.reactor)
+        site_kwargs.setdefault("lag", lambda: _measured_lag(proactor))
         self.site = make_site(proactor, **site_kwargs)
         self.port: Any = None
         self._listening: Deferred | None = None
