@@ -36,7 +36,7 @@ OUTBOX_COUNTERS: dict[str, str] = {
     "retried": "Events sent again while the link stayed active (their ack timed out).",
     "parked": "Events parked after park_after unacked attempts while later events were acked.",
     "set_aside": "Stored events that could not be read or decoded, moved aside instead of sent.",
-    # TODO(issue 16 item 2): gwproactor_events_expired_total once the outbox counts events past their TTL.
+    "expired": "Stored events dropped unsent because they outlived their type's TTL_S.",
 }
 
 #: Store counters exposed as ``gwproactor_store_<key>_total``.
