@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -17,7 +17,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.protocol import Factory
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -146,6 +146,7 @@ class BrokerConnection(Service):
     _when_closed: list[Deferred] = attrs.field(init=False, factory=list)
     _counters: dict[str, int] = attrs.field(init=False, factory=dict)
     _client_endpoint: Any = attrs.field(init=False, default=None)
+    _building: Deferred | None = attrs.field(init=False, default=None)
     _session: PahoProtocol | None = attrs.field(init=False, default=None)
     _attempt_d: Deferred | None = attrs.field(init=False, default=None)
     _retry_call: IDelayedCall | None = attrs.field(init=False, default=None)
@@ -336,12 +337,43 @@ class BrokerConnection(Service):
             self._session.abort("dropped by drop_connection()")
 
     # -- service lifecycle ------------------------------------------------------------
+    def prepare_endpoint(self) -> None:
+        """Build the client endpoint now (reading its certificate files), so that :meth:`startService` does not.
+
+        ``gwproactor run`` and ``twist gwproactor`` call it before the reactor runs.  Without it,
+        :meth:`startService` builds the endpoint: at once when the reactor is not running yet (``twistd``,
+        ``twist``, a test clock) or when no TLS material is involved, else in the reactor's thread pool (a
+        trust directory may hold hundreds of certificates), connecting once it is built.
+
+        :raises ConfigError: the endpoint string or the certificate files cannot be used.
+        """
+        if self._client_endpoint is None:
+            self._client_endpoint = self._make_endpoint()
+
     def startService(self) -> None:
-        """Build the endpoint (reading certificate files once) and start connecting."""
-        self._client_endpoint = self._make_endpoint()
+        """Start connecting (building the endpoint first unless :meth:`prepare_endpoint` did).
+
+        :raises ConfigError: when the endpoint is built here, at once, and cannot be.
+        """
+        if self._client_endpoint is None and not self._build_in_thread():
+            self._client_endpoint = self._make_endpoint()
         Service.startService(self)
         self._stopping = False
         self._failures = 0
+        self._connect()
+
+    def _build_in_thread(self) -> bool:
+        uses_tls = self.tls is not None or (self.endpoint or "").strip().lower().startswith(("tls:", "ssl:"))
+        return uses_tls and bool(getattr(self.reactor, "running", False)) and IReactorThreads.providedBy(self.reactor)
+
+    def _endpoint_built(self, result: Any) -> None:
+        self._building = None
+        if self._stopping or not self.running:
+            return
+        if isinstance(result, Failure):
+            self._attempt_failed(f"cannot build the endpoint: {result.getErrorMessage()}")
+            return
+        self._client_endpoint = result
         self._connect()
 
     def stopService(self) -> Deferred:
@@ -377,7 +409,11 @@ class BrokerConnection(Service):
             try:
                 return clientFromString(self.reactor, self.endpoint)
             except Exception as e:
-                raise ConfigError(f"broker {self.name!r}: bad endpoint string {self.endpoint!r}: {e}") from e
+                from gwproactor.mqtt.endpoints import endpoint_problems
+
+                problems = endpoint_problems(self.endpoint, False) or [str(e)]
+                raise ConfigError(f"broker {self.name!r}: bad endpoint string {self.endpoint!r}: "
+                                  + "; ".join(problems)) from e
         assert self.host is not None
         port = self.port if self.port is not None else (8883 if self.tls is not None else 1883)
         tcp = HostnameEndpoint(self.reactor, self.host, port, timeout=self.connect_timeout)
@@ -416,6 +452,12 @@ class BrokerConnection(Service):
     def _connect(self) -> None:
         self._retry_call = None
         if self._stopping or not self.running:
+            return
+        if self._client_endpoint is None:
+            if self._building is None:
+                self._building = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                           self._make_endpoint)
+                self._building.addBoth(self._endpoint_built)
             return
         session = PahoProtocol(
             listener=self,
