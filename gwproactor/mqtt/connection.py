@@ -10,12 +10,6 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    SSL4ClientEndpoint,
-    clientFromString,
-    wrapClientTLS,
-)
 from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -32,6 +26,7 @@ from gwproactor.errors import (
 from gwproactor.interfaces import IBrokerObserver, IMQTTClient
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
 from gwproactor.mqtt.backoff import Backoff
+from gwproactor.mqtt.endpoints import make_client_endpoint
 
 __all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
 
@@ -75,14 +70,6 @@ class TLSOptions:
     def __attrs_post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("TLSOptions: cert_file and key_file go together (give both or neither)")
-
-
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what} {path!r}: {e.strerror or e}") from e
 
 
 def _default_reactor() -> Any:
@@ -405,48 +392,8 @@ class BrokerConnection(Service):
         return d
 
     def _make_endpoint(self) -> IStreamClientEndpoint:
-        if self.endpoint is not None:
-            try:
-                return clientFromString(self.reactor, self.endpoint)
-            except Exception as e:
-                from gwproactor.mqtt.endpoints import endpoint_problems
-
-                problems = endpoint_problems(self.endpoint, False) or [str(e)]
-                raise ConfigError(f"broker {self.name!r}: bad endpoint string {self.endpoint!r}: "
-                                  + "; ".join(problems)) from e
-        assert self.host is not None
-        port = self.port if self.port is not None else (8883 if self.tls is not None else 1883)
-        tcp = HostnameEndpoint(self.reactor, self.host, port, timeout=self.connect_timeout)
-        if self.tls is None:
-            return tcp
-        from twisted.internet import ssl
-
-        tls = self.tls
-        try:
-            trust = ssl.Certificate.loadPEM(_read_file(tls.ca_file, "CA file")) if tls.ca_file else None
-            client_cert = None
-            if tls.cert_file is not None and tls.key_file is not None:
-                pem = _read_file(tls.cert_file, "client certificate") + b"\n" + _read_file(tls.key_file, "client key")
-                client_cert = ssl.PrivateCertificate.loadPEM(pem)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"broker {self.name!r}: cannot load TLS certificates: {e}") from e
-        if tls.check_hostname:
-            options = ssl.optionsForClientTLS(
-                tls.hostname or self.host,
-                trustRoot=trust if trust is not None else ssl.platformTrust(),
-                clientCertificate=client_cert,
-            )
-            return wrapClientTLS(options, tcp)
-        # No hostname check: the chain is still verified against the CA (or the platform's roots).
-        kwargs: dict[str, Any] = {
-            "trustRoot": ssl.trustRootFromCertificates([trust]) if trust is not None else ssl.platformTrust()
-        }
-        if client_cert is not None:
-            kwargs.update(privateKey=client_cert.privateKey.original, certificate=client_cert.original)
-        return SSL4ClientEndpoint(self.reactor, self.host, port, ssl.CertificateOptions(**kwargs),
-                                  timeout=self.connect_timeout)
+        return make_client_endpoint(self.reactor, self.name, endpoint=self.endpoint, host=self.host, port=self.port,
+                                    tls=self.tls, timeout=self.connect_timeout)
 
     # -- connecting -------------------------------------------------------------------------
     def _connect(self) -> None:

@@ -1,4 +1,5 @@
-"""Checking a broker's client endpoint string (Twisted's ``clientFromString`` grammar) without connecting.
+"""A broker's client endpoint: checked without connecting (:func:`endpoint_problems`) and built
+(:func:`make_client_endpoint`).
 
 :func:`endpoint_problems` reads the string the way :func:`twisted.internet.endpoints.clientFromString` does
 (``type:arg:key=value``, ``\\`` escapes the next character), checks what the ``tcp``, ``tls``, ``ssl`` and
@@ -6,6 +7,10 @@
 key and trust directory it names is readable; then it builds the endpoint (which reads and parses those
 files, and nothing else: no socket, no name resolution).  Each problem is one sentence saying what is wrong
 and what to do.
+
+:func:`make_client_endpoint` builds what a :class:`~gwproactor.mqtt.BrokerConnection` connects with, from an
+endpoint string or from a host, port and TLS options; it reads the certificate files, so it runs before the
+reactor does (``prepare_endpoint``) or in a thread.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import difflib
 import os
 from typing import Any
 
-__all__ = ["endpoint_problems", "split_endpoint"]
+__all__ = ["endpoint_problems", "make_client_endpoint", "split_endpoint"]
 
 #: Parameters of the client endpoint types gwproactor knows, in their positional order first.
 _PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -256,3 +261,69 @@ def _build(description: str, reactor: Any) -> list[str]:
 def _reason(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
+
+
+# --- building --------------------------------------------------------------------------------------
+
+
+def _read_file(path: str, what: str) -> bytes:
+    from gwproactor.errors import ConfigError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {path!r}: {e.strerror or e}") from e
+
+
+def make_client_endpoint(reactor: Any, name: str, *, endpoint: str | None = None, host: str | None = None,
+                         port: int | None = None, tls: Any = None, timeout: float = 10.0) -> Any:
+    """Build the client endpoint of broker ``name``: from ``endpoint`` (a ``clientFromString`` string), else a
+    :class:`~twisted.internet.endpoints.HostnameEndpoint` to ``host``:``port`` wrapped in TLS when ``tls`` (a
+    :class:`~gwproactor.mqtt.TLSOptions`) is given (``port`` defaults to 8883 with TLS, else 1883).
+
+    Reads every certificate file it needs; does not connect.
+
+    :raises ConfigError: naming the broker and what cannot be used.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, SSL4ClientEndpoint, clientFromString, wrapClientTLS
+
+    from gwproactor.errors import ConfigError
+
+    if endpoint is not None:
+        try:
+            return clientFromString(reactor, endpoint)
+        except Exception as e:
+            problems = endpoint_problems(endpoint, False) or [_reason(e)]
+            raise ConfigError(f"broker {name!r}: bad endpoint string {endpoint!r}: " + "; ".join(problems)) from e
+    assert host is not None
+    port = port if port is not None else (8883 if tls is not None else 1883)
+    tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls is None:
+        return tcp
+    from twisted.internet import ssl
+
+    try:
+        trust = ssl.Certificate.loadPEM(_read_file(tls.ca_file, "CA file")) if tls.ca_file else None
+        client_cert = None
+        if tls.cert_file is not None and tls.key_file is not None:
+            pem = _read_file(tls.cert_file, "client certificate") + b"\n" + _read_file(tls.key_file, "client key")
+            client_cert = ssl.PrivateCertificate.loadPEM(pem)
+    except ConfigError as e:
+        raise ConfigError(f"broker {name!r}: {e}") from e
+    except Exception as e:
+        raise ConfigError(f"broker {name!r}: cannot load TLS certificates: {e}") from e
+    if tls.check_hostname:
+        options = ssl.optionsForClientTLS(
+            tls.hostname or host,
+            trustRoot=trust if trust is not None else ssl.platformTrust(),
+            clientCertificate=client_cert,
+        )
+        return wrapClientTLS(options, tcp)
+    # No hostname check: the chain is still verified against the CA (or the platform's roots).
+    kwargs: dict[str, Any] = {
+        "trustRoot": ssl.trustRootFromCertificates([trust]) if trust is not None else ssl.platformTrust()
+    }
+    if client_cert is not None:
+        kwargs.update(privateKey=client_cert.privateKey.original, certificate=client_cert.original)
+    return SSL4ClientEndpoint(reactor, host, port, ssl.CertificateOptions(**kwargs), timeout=timeout)
