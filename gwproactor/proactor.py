@@ -539,6 +539,10 @@ class Proactor(MultiService):
         """
         if self.settings.monotonic_time:
             use_monotonic_time(self.reactor)
+        if not self.links:
+            self.log.warn("{name} has no links: it will neither send nor receive anything over MQTT "
+                          "(configure one with <PREFIX>_LINKS__<NAME>__PEER_LONG_NAME and __PEER_SHORT_NAME)",
+                          name=self.name)
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))
