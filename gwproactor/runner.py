@@ -169,7 +169,9 @@ def make_service(spec: AppSpec, reactor: Any) -> Any:
             try:
                 prepare()
             except ConfigError as e:
-                raise ConfigError(f"{setting_name(spec.env_prefix, 'brokers', name)}: {_one_line(e)}") from None
+                broker_settings = service.settings.brokers.get(name)
+                field = "endpoint" if broker_settings is not None and broker_settings.endpoint else "tls"
+                raise ConfigError(f"{setting_name(spec.env_prefix, 'brokers', name, field)}: {_one_line(e)}") from None
     return service
 
 

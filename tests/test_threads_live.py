@@ -45,8 +45,7 @@ def _broker_env(broker: Any, how: str) -> dict[str, str]:
 @pytest_twisted.ensureDeferred
 async def test_threads_of_a_connected_process(private_broker: Any, tmp_path: Path, how: str, upstream: bool,
                                               expected: set[str]) -> None:
-    """A connected `gwproactor run` has only the reactor thread, plus the store's fsync thread with an upstream
-    link and the reactor's pool thread(s) only when a broker is given by host name (getaddrinfo)."""
+    """A connected `gwproactor run` has the reactor thread, +fsync with an upstream link, +pool only for host names."""
     from twisted.internet import reactor
 
     threads_file = tmp_path / "threads.json"
@@ -76,8 +75,7 @@ async def test_threads_of_a_connected_process(private_broker: Any, tmp_path: Pat
 
 @pytest_twisted.ensureDeferred
 async def test_tls_endpoint_not_prepared_is_built_in_a_thread(private_broker: Any) -> None:
-    """Started on a running reactor without prepare_endpoint, a TLS endpoint's files are read in a pool thread;
-    prepared first, they are read where prepare_endpoint ran and startService reads nothing."""
+    """Unprepared on a running reactor, TLS files are read in a pool thread; prepared, where prepare_endpoint ran."""
     from twisted.internet import reactor
 
     built_in: dict[str, list[str]] = {"late": [], "prepared": []}
