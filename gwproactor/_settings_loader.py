@@ -395,5 +395,6 @@ def load_settings(
     if loader.problems:
         raise InvalidSettings(loader.problems)
     if hasattr(instance, "resolve_paths") and hasattr(instance, "app_name"):
-        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ))
+        proactor_name = getattr(instance, "long_name", None)
+        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ, proactor_name=proactor_name))
     return instance

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_store_subcommands(sub)
 
-    from gwproactor.runner import add_run_arguments, run_from_args
+    from gwproactor.runner import add_check_arguments, add_run_arguments, check_from_args, run_from_args
 
     run = sub.add_parser(
         "run",
@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=run_from_args)
+
+    check_text = "check an application's settings without starting anything; print them with secrets masked"
+    check = sub.add_parser(
+        "check",
+        help=check_text,
+        description=check_text + " (exit status 0 when they can be used, 2 otherwise).",
+    )
+    add_check_arguments(check)
+    check.set_defaults(func=check_from_args)
 
     from gwproactor.demo.cli import add_demo_arguments
 

@@ -250,7 +250,8 @@ class LinkSettings(_Settings):
 
 @attrs.define(frozen=True, kw_only=True)
 class StoreSettings(_Settings):
-    """The durable event store.  ``directory`` ``None`` means ``AppPaths.event_store_dir`` (see ``resolve_paths``).
+    """The durable event store.  ``directory`` ``None`` means ``<XDG state>/<app_name>/<long_name>/event-store``
+    (``AppPaths.event_store_dir`` of the proactor; see ``ProactorSettings.resolve_paths``).
 
     ``full_policy`` defaults to ``drop_oldest``: a SCADA box keeps recording and loses its oldest backlog (and
     reports it) rather than refusing new events.
@@ -340,8 +341,13 @@ class ProactorSettings(_Settings):
     monotonic_time: bool = True
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
-        """Return a copy whose unset directories (store, logs) come from ``paths`` (default: for ``app_name``)."""
-        paths = paths if paths is not None else AppPaths.for_app(self.app_name)
+        """Return a copy whose unset directories (store, logs) come from ``paths``.
+
+        The default is ``AppPaths.for_app(app_name, proactor_name=long_name)``: the event store is
+        ``<XDG state>/<app_name>/<long_name>/event-store``, one per proactor, so two applications of one user
+        never share (and fight over) one store.
+        """
+        paths = paths if paths is not None else AppPaths.for_app(self.app_name, proactor_name=self.long_name)
         store, log = self.store, self.logging
         if store.directory is None:
             store = attrs.evolve(store, directory=paths.event_store_dir)
@@ -352,7 +358,11 @@ class ProactorSettings(_Settings):
 
 @attrs.define(frozen=True, kw_only=True)
 class AppPaths(_Settings):
-    """XDG base directories of one application (``$XDG_*_HOME`` when set and absolute, else under ``$HOME``)."""
+    """XDG base directories of one application (``$XDG_*_HOME`` when set and absolute, else under ``$HOME``).
+
+    ``event_store_dir`` is ``<state_dir>/<proactor_name>/event-store`` when the paths are for one proactor
+    (``proactor_name``, its long name), else ``<state_dir>/event-store``.
+    """
 
     app_name: str
     config_dir: Path
@@ -364,12 +374,19 @@ class AppPaths(_Settings):
     dotenv_file: Path
 
     @classmethod
-    def for_app(cls, app_name: str, env: Mapping[str, str] | None = None) -> AppPaths:
-        """Compute the paths of ``app_name`` from ``env`` (default :data:`os.environ`); nothing is created."""
+    def for_app(
+        cls, app_name: str, env: Mapping[str, str] | None = None, *, proactor_name: str | None = None
+    ) -> AppPaths:
+        """Compute the paths of ``app_name`` from ``env`` (default :data:`os.environ`); nothing is created.
+
+        :param proactor_name: the long name of the proactor whose event store ``event_store_dir`` is.
+        """
         try:
             _app_name(None, None, app_name)
         except ValueError as e:
             raise ConfigError(f"app name {app_name!r} {e}") from None
+        if proactor_name is not None and (proactor_name in ("", ".", "..") or "/" in proactor_name):
+            raise ConfigError(f"proactor name {proactor_name!r} cannot name a directory")
         env = os.environ if env is None else env
         home = Path(env["HOME"]) if env.get("HOME") else Path.home()
 
@@ -385,7 +402,7 @@ class AppPaths(_Settings):
             data_dir=base("XDG_DATA_HOME", ".local/share") / app_name,
             state_dir=state_dir,
             log_dir=state_dir / "log",
-            event_store_dir=state_dir / "event-store",
+            event_store_dir=(state_dir / proactor_name if proactor_name else state_dir) / "event-store",
             dotenv_file=config_dir / ".env",
         )
 

@@ -138,7 +138,14 @@ class StoreWriteError(StoreError):
 
 
 class StoreLocked(StoreError):
-    """Another open store (in this or another process) holds the directory's lock; close it first."""
+    """Another open store (in this or another process) holds the directory's lock; close it first.
+
+    :attr:`pid` is the process that holds it, as it wrote into the ``LOCK`` file (None if unknown).
+    """
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class StoreFull(StoreError):

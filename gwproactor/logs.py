@@ -1,4 +1,5 @@
-"""Log levels by category (the 4.x ``gridworks.proactor.dbg`` categories), changeable at run time.
+"""Log levels by category (the 4.x ``gridworks.proactor.dbg`` categories), changeable at run time, and the
+runner's log output formats (text with millisecond timestamps, or one JSON object per line).
 
 Categories map to twisted.logger namespaces; a
 :class:`~twisted.logger.LogLevelFilterPredicate` in front of the log observers
@@ -7,12 +8,74 @@ applies them.  The runner installs one; an embedding application can pass its ow
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import datetime
+from typing import IO, Any, Mapping
 
 import attrs
-from twisted.logger import LogLevel, LogLevelFilterPredicate
+from twisted.logger import (
+    FileLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    eventAsJSON,
+    formatEvent,
+    formatEventAsClassicLogText,
+)
 
-__all__ = ["CATEGORY_NAMESPACES", "LogLevels", "level_from_python", "level_from_name"]
+__all__ = [
+    "CATEGORY_NAMESPACES",
+    "LOG_FORMATS",
+    "LogLevels",
+    "format_time_ms",
+    "json_log_observer",
+    "level_from_name",
+    "level_from_python",
+    "log_observer",
+    "text_log_observer",
+]
+
+#: The ``--log-format`` choices of ``gwproactor run``.
+LOG_FORMATS = ("text", "json")
+
+
+def format_time_ms(when: float | None) -> str:
+    """``2026-12-01T21:13:54.123+0000``: local time with milliseconds and the UTC offset (``-`` for None)."""
+    if when is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(when).astimezone()
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}{moment:%z}"
+
+
+def text_log_observer(stream: IO[Any]) -> FileLogObserver:
+    """Twisted's classic text lines (``<time> [<namespace>#<level>] <text>``) with millisecond timestamps."""
+    return FileLogObserver(stream, lambda event: formatEventAsClassicLogText(event, formatTime=format_time_ms))
+
+
+def _as_json_line(event: Mapping[str, Any]) -> str:
+    extra: dict[str, Any] = {"log_text": formatEvent(event)}
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            extra["log_traceback"] = failure.getTraceback()
+        except Exception:  # pragma: no cover - a broken failure object must not lose the event
+            extra["log_traceback"] = repr(failure)
+    return eventAsJSON({**event, **extra}) + "\n"
+
+
+def json_log_observer(stream: IO[Any]) -> FileLogObserver:
+    """One JSON object per line: :func:`twisted.logger.eventAsJSON` of the event (its structured fields,
+    ``log_namespace``, ``log_level``, ``log_format``, ``log_time`` ...) plus ``log_text`` (the formatted
+    message) and, for a failure, ``log_traceback``.  No record separator: every line parses on its own, and
+    :func:`twisted.logger.eventsFromJSONLogFile` reads the file back."""
+    return FileLogObserver(stream, _as_json_line)
+
+
+def log_observer(log_format: str, stream: IO[Any]) -> FileLogObserver:
+    """The observer for ``log_format`` (one of :data:`LOG_FORMATS`) writing to ``stream``."""
+    if log_format == "json":
+        return json_log_observer(stream)
+    if log_format == "text":
+        return text_log_observer(stream)
+    raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}; got {log_format!r}")
 
 #: Which twisted.logger namespaces each category covers (namespaces are hierarchical).
 CATEGORY_NAMESPACES: Mapping[str, tuple[str, ...]] = {

@@ -551,6 +551,10 @@ class Proactor(MultiService):
         if self.outbox is not None:
             # The TTLs the event classes registered by now declare (applications register at import).
             self.outbox.expiry = Expiry.from_registry(self.codec.registry.classes())
+        if not self.links:
+            self.log.warn("{name} has no links: it will neither send nor receive anything over MQTT "
+                          "(configure one with <PREFIX>_LINKS__<NAME>__PEER_LONG_NAME and __PEER_SHORT_NAME)",
+                          name=self.name)
         super().startService()
         self.router.start()
         self._generate_quietly(StartupEvent(src=self.name))

@@ -83,11 +83,11 @@ def test_settings_are_frozen() -> None:
 
 
 def test_load_minimal_env_gives_defaults_and_xdg_dirs() -> None:
-    """Loading with only the names gives the defaults, with store and log dirs under the XDG state dir."""
+    """Loading with only the names gives the defaults, with store (per proactor) and log dirs under the XDG state dir."""
     s = load()
     assert s.long_name == "d1.isone.ct.orange1.scada" and s.short_name == "s"
     assert s.brokers == {"default": BrokerSettings()}
-    assert s.store.directory == Path("/home/pi/.local/state/gwproactor/event-store")
+    assert s.store.directory == Path("/home/pi/.local/state/gwproactor/d1.isone.ct.orange1.scada/event-store")
     assert s.logging.log_dir == Path("/home/pi/.local/state/gwproactor/log")
     assert attrs.evolve(s.store, directory=None) == StoreSettings()
 
@@ -102,7 +102,7 @@ def test_explicit_dirs_are_kept() -> None:
 def test_app_name_moves_dirs() -> None:
     """The application name picks the XDG subdirectory."""
     s = load({"SCADA_APP_NAME": "scada", "XDG_STATE_HOME": "/state"})
-    assert s.store.directory == Path("/state/scada/event-store")
+    assert s.store.directory == Path("/state/scada/d1.isone.ct.orange1.scada/event-store")
 
 
 # --- conversions --------------------------------------------------------------------------
@@ -476,6 +476,21 @@ def test_xdg_defaults_under_home() -> None:
         event_store_dir=Path("/home/pi/.local/state/scada/event-store"),
         dotenv_file=Path("/home/pi/.config/scada/.env"),
     )
+
+
+def test_default_store_dir_is_per_proactor() -> None:
+    """Two proactors of one user get two default store directories (named by long name) under one state dir."""
+    a = load()
+    b = load({"SCADA_LONG_NAME": "d1.isone.ct.orange2.scada"})
+    assert a.store.directory != b.store.directory
+    assert a.store.directory.parent.parent == b.store.directory.parent.parent == Path("/home/pi/.local/state/gwproactor")
+    assert b.store.directory == Path("/home/pi/.local/state/gwproactor/d1.isone.ct.orange2.scada/event-store")
+    resolved = ProactorSettings(long_name="x.y", short_name="s").resolve_paths(None)
+    assert resolved.store.directory.parts[-2:] == ("x.y", "event-store")
+    paths = AppPaths.for_app("scada", env={"HOME": "/h"}, proactor_name="p.q")
+    assert paths.event_store_dir == Path("/h/.local/state/scada/p.q/event-store")
+    with pytest.raises(ConfigError, match="cannot name a directory"):
+        AppPaths.for_app("scada", env={"HOME": "/h"}, proactor_name="..")
 
 
 def test_xdg_variables_win_when_absolute() -> None:

@@ -8,16 +8,10 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    SSL4ClientEndpoint,
-    clientFromString,
-    wrapClientTLS,
-)
 from twisted.internet.protocol import Factory
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,6 +26,7 @@ from gwproactor.errors import (
 from gwproactor.interfaces import IBrokerObserver, IMQTTClient
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
 from gwproactor.mqtt.backoff import Backoff
+from gwproactor.mqtt.endpoints import make_client_endpoint
 
 __all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
 
@@ -75,14 +70,6 @@ class TLSOptions:
     def __attrs_post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("TLSOptions: cert_file and key_file go together (give both or neither)")
-
-
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what} {path!r}: {e.strerror or e}") from e
 
 
 def _default_reactor() -> Any:
@@ -150,6 +137,7 @@ class BrokerConnection(Service):
     _when_closed: list[Deferred] = attrs.field(init=False, factory=list)
     _counters: dict[str, int] = attrs.field(init=False, factory=dict)
     _client_endpoint: Any = attrs.field(init=False, default=None)
+    _building: Deferred | None = attrs.field(init=False, default=None)
     _session: PahoProtocol | None = attrs.field(init=False, default=None)
     _attempt_d: Deferred | None = attrs.field(init=False, default=None)
     _retry_call: IDelayedCall | None = attrs.field(init=False, default=None)
@@ -340,12 +328,43 @@ class BrokerConnection(Service):
             self._session.abort("dropped by drop_connection()")
 
     # -- service lifecycle ------------------------------------------------------------
+    def prepare_endpoint(self) -> None:
+        """Build the client endpoint now (reading its certificate files), so that :meth:`startService` does not.
+
+        ``gwproactor run`` and ``twist gwproactor`` call it before the reactor runs.  Without it,
+        :meth:`startService` builds the endpoint: at once when the reactor is not running yet (``twistd``,
+        ``twist``, a test clock) or when no TLS material is involved, else in the reactor's thread pool (a
+        trust directory may hold hundreds of certificates), connecting once it is built.
+
+        :raises ConfigError: the endpoint string or the certificate files cannot be used.
+        """
+        if self._client_endpoint is None:
+            self._client_endpoint = self._make_endpoint()
+
     def startService(self) -> None:
-        """Build the endpoint (reading certificate files once) and start connecting."""
-        self._client_endpoint = self._make_endpoint()
+        """Start connecting (building the endpoint first unless :meth:`prepare_endpoint` did).
+
+        :raises ConfigError: when the endpoint is built here, at once, and cannot be.
+        """
+        if self._client_endpoint is None and not self._build_in_thread():
+            self._client_endpoint = self._make_endpoint()
         Service.startService(self)
         self._stopping = False
         self._failures = 0
+        self._connect()
+
+    def _build_in_thread(self) -> bool:
+        uses_tls = self.tls is not None or (self.endpoint or "").strip().lower().startswith(("tls:", "ssl:"))
+        return uses_tls and bool(getattr(self.reactor, "running", False)) and IReactorThreads.providedBy(self.reactor)
+
+    def _endpoint_built(self, result: Any) -> None:
+        self._building = None
+        if self._stopping or not self.running:
+            return
+        if isinstance(result, Failure):
+            self._attempt_failed(f"cannot build the endpoint: {result.getErrorMessage()}")
+            return
+        self._client_endpoint = result
         self._connect()
 
     def stopService(self) -> Deferred:
@@ -382,49 +401,19 @@ class BrokerConnection(Service):
         return d
 
     def _make_endpoint(self) -> IStreamClientEndpoint:
-        if self.endpoint is not None:
-            try:
-                return clientFromString(self.reactor, self.endpoint)
-            except Exception as e:
-                raise ConfigError(f"broker {self.name!r}: bad endpoint string {self.endpoint!r}: {e}") from e
-        assert self.host is not None
-        port = self.port if self.port is not None else (8883 if self.tls is not None else 1883)
-        tcp = HostnameEndpoint(self.reactor, self.host, port, timeout=self.connect_timeout)
-        if self.tls is None:
-            return tcp
-        from twisted.internet import ssl
-
-        tls = self.tls
-        try:
-            trust = ssl.Certificate.loadPEM(_read_file(tls.ca_file, "CA file")) if tls.ca_file else None
-            client_cert = None
-            if tls.cert_file is not None and tls.key_file is not None:
-                pem = _read_file(tls.cert_file, "client certificate") + b"\n" + _read_file(tls.key_file, "client key")
-                client_cert = ssl.PrivateCertificate.loadPEM(pem)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"broker {self.name!r}: cannot load TLS certificates: {e}") from e
-        if tls.check_hostname:
-            options = ssl.optionsForClientTLS(
-                tls.hostname or self.host,
-                trustRoot=trust if trust is not None else ssl.platformTrust(),
-                clientCertificate=client_cert,
-            )
-            return wrapClientTLS(options, tcp)
-        # No hostname check: the chain is still verified against the CA (or the platform's roots).
-        kwargs: dict[str, Any] = {
-            "trustRoot": ssl.trustRootFromCertificates([trust]) if trust is not None else ssl.platformTrust()
-        }
-        if client_cert is not None:
-            kwargs.update(privateKey=client_cert.privateKey.original, certificate=client_cert.original)
-        return SSL4ClientEndpoint(self.reactor, self.host, port, ssl.CertificateOptions(**kwargs),
-                                  timeout=self.connect_timeout)
+        return make_client_endpoint(self.reactor, self.name, endpoint=self.endpoint, host=self.host, port=self.port,
+                                    tls=self.tls, timeout=self.connect_timeout)
 
     # -- connecting -------------------------------------------------------------------------
     def _connect(self) -> None:
         self._retry_call = None
         if self._stopping or not self.running:
+            return
+        if self._client_endpoint is None:
+            if self._building is None:
+                self._building = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                           self._make_endpoint)
+                self._building.addBoth(self._endpoint_built)
             return
         session = PahoProtocol(
             listener=self,

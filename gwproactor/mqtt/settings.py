@@ -32,7 +32,8 @@ def make_broker(name: str, settings: BrokerSettings, reactor: Any) -> Any:
         tls = TLSOptions(
             ca_file=str(t.ca_file) if t.ca_file else None,
             cert_file=str(t.cert_file) if t.cert_file else None,
-            key_file=str(t.key_file) if t.key_file else None,
+            # A cert_file without key_file holds the key too (TLSSettings says so); TLSOptions wants both.
+            key_file=str(t.key_file or t.cert_file) if t.cert_file else None,
             check_hostname=t.check_hostname,
         )
     return BrokerConnection(host=settings.host, port=settings.port, tls=tls, **common)

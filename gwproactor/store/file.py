@@ -138,6 +138,15 @@ class PackedIndex:
         return key, self._unpack(self._d.pop(key))
 
 
+def _lock_holder(fd: int) -> int | None:
+    """The pid the holder of a store's LOCK wrote into it (None if unreadable)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
 class FsyncThread:
     """One daemon thread that runs a store's fsync batches (``FileEventStore.open(fsync_in_thread=True)``).
 
@@ -318,15 +327,26 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     # --- lock -----------------------------------------------------------------
 
     def _lock(self) -> None:
+        # The flock is the lock; the pid written into the file only names its holder in the error.
         fd = os.open(os.path.join(self._directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            holder = _lock_holder(fd)
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreLocked(f"event store {self._directory} is already open (its LOCK is held); "
-                                  "close the other store first") from None
+                if holder is None:
+                    who = "another store (its pid is unknown)"
+                else:
+                    who = f"{'this process' if holder == os.getpid() else 'process'} {holder}"
+                raise StoreLocked(f"event store {self._directory} is locked by {who}; stop it, or give this "
+                                  "one a directory of its own", pid=holder) from None
             raise
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk must not stop the store from opening; the error just cannot name us
         self._lock_fd = fd
 
     def _make_room_for(self, name: str, is_right_kind: Callable[[int], bool]) -> None:
