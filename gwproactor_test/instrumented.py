@@ -7,6 +7,7 @@ Combine :class:`InstrumentedMixin` with any :class:`~gwproactor.proactor.Proacto
 from __future__ import annotations
 
 import json
+import zlib
 import sys
 import time
 from collections import Counter, defaultdict, deque
@@ -17,6 +18,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from gwproactor.links.link import COMPRESSED_BATCH_TYPE
 from gwproactor.message import Event, EventBatch
 
 __all__ = ["InstrumentCounts", "InstrumentedMixin", "LogCapture", "instrumented"]
@@ -295,11 +297,14 @@ def _batch_events(message: Any) -> list[tuple[str, str]]:
     """``(MessageId, TypeName)`` of each event in an outgoing batch frame (a ``RawFrame`` or a ``Message``)."""
     try:
         if hasattr(message, "data"):
-            events = json.loads(message.data)["Payload"]["Events"]
+            data = message.data
+            if getattr(message, "wire_type", None) == COMPRESSED_BATCH_TYPE:
+                data = zlib.decompress(data)
+            events = json.loads(data)["Payload"]["Events"]
         else:
             events = message.payload.events
         return [(e.get("MessageId", ""), e.get("TypeName", "?")) for e in events if isinstance(e, dict)]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error):
         return []
 
 
