@@ -18,7 +18,7 @@ from zope.interface import implementer
 from gwproactor.interfaces import IReceivedIds
 from gwproactor.store import _format
 from gwproactor.store._common import DEFAULT_WINDOW, SYNC_POLICIES, ProblemCallback, check_choice, report_problem
-from gwproactor.store._scan import RECEIVED_NAME, TMP_SUFFIX, read_regular
+from gwproactor.store._scan import RECEIVED_NAME, TMP_SUFFIX, read_regular, scan_received
 
 _TMP_NAME = "received" + TMP_SUFFIX
 
@@ -90,16 +90,13 @@ class FileReceivedIds:
             report_problem(self._on_problem, "received-id window unreadable", f"{self._path}: {e}; starting empty")
             self.corrupt_records += 1
             os.replace(self._path, self._path + ".unreadable")
-        records, bad = _format.scan(buf)
-        for r in records:
-            if r.kind == _format.KIND_RECEIVED:
-                self._ids[r.event_id] = None
-                self._ids.move_to_end(r.event_id)
-            else:
-                bad.append((r.offset, r.offset + r.size))
+        ids, bad = scan_received(buf)
+        for event_id in ids:
+            self._ids[event_id] = None
+            self._ids.move_to_end(event_id)
         while len(self._ids) > self.window:
             self._ids.popitem(last=False)
-        self._records = len(records)
+        self._records = len(ids)
         if bad:
             self.corrupt_records += len(bad)
             report_problem(

@@ -669,7 +669,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._write_ack(seg, event_id, offset)
 
     def _write_ack(self, seg: Segment, event_id: str, offset: int) -> None:
-        frame = _format.encode_ack(self._wall(), event_id, offset)
+        frame = _format.encode_ack(self._wall(), event_id, offset, seg.number)
         try:
             if seg.ack_fd is None:
                 seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
