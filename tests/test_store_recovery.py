@@ -314,8 +314,10 @@ def test_copied_ack_file_does_not_ack_an_id_appended_again(tmp_path, clock):
 @pytest.mark.parametrize("bit", [7, 8, 9, 10, 11])
 def test_length_bit_landing_on_a_later_record_loses_only_that_record(tmp_path, clock, bit):
     """A flipped length bit that points exactly at a later record's start costs the damaged record only."""
-    payload = b"x" * (128 - record_size("e0", b""))  # 128-byte records: bits 7-11 move the end by whole records
-    fill(tmp_path, clock, n=40, payload=payload)
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    for i in range(40):  # 128-byte records: bits 7-11 move the end by whole records
+        s.append(f"e{i}", b"x" * (128 - record_size(f"e{i}", b"")))
+    s.close()
     path = tmp_path / SEG1
     data = bytearray(path.read_bytes())
     data[1 * 128 + 7 - bit // 8] ^= 1 << (bit % 8)  # e1's body length grows by 2**bit bytes
