@@ -30,6 +30,7 @@ class Segment:
     ack_fd: int | None = None
     dirty_log: bool = False
     dirty_ack: bool = False
+    unwritten: list = attrs.Factory(list)  # ack frames whose write failed, written with the next ack
 
 
 def _remove_quietly(path: str) -> None:
@@ -125,7 +126,7 @@ class RecoveryMixin:
             if gc_was_enabled:
                 gc.enable()
         if self.recovery_report:
-            self._fsync_directory()
+            self._fsync_directory()  # a failure is reported; the repairs are redone at the next open
             report_problem(
                 self._on_problem,
                 f"event store recovery set aside {self._corrupt_records} corrupt records and "
