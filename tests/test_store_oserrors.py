@@ -143,6 +143,13 @@ def duplicated(directory) -> list[str]:
     return [t for t, n in targets.items() if n > 1 and t.startswith(str(directory))]
 
 
+def bounded(d: Deferred, seconds: float = 10.0) -> Deferred:
+    """``d`` with a deadline on the real reactor (a Deferred that never fires fails the test, not hangs it)."""
+    from twisted.internet import reactor
+
+    return d.addTimeout(seconds, reactor)
+
+
 def fired(d) -> list:
     out: list = []
     d.addBoth(out.append)
@@ -455,7 +462,7 @@ async def test_emfile_for_real_with_the_fsync_thread(tmp_path):
     start = open_fds()
     store = FileEventStore.open(str(tmp_path), clock=reactor, sync="group", group_ms=1, fsync_in_thread=True,
                                 segment_bytes=10_000, on_problem=lambda s, d: problems.append(s))
-    assert await store.append("warm", b"x" * 100) == "warm"  # the thread runs, the segment is open
+    assert await bounded(store.append("warm", b"x" * 100)) == "warm"  # the thread runs, the segment is open
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fillers: list[int] = []
     try:
@@ -472,8 +479,8 @@ async def test_emfile_for_real_with_the_fsync_thread(tmp_path):
         assert big.called
         big_result = fired(big)
         assert store.ack("warm") is True  # the ack file cannot be opened: kept for later
-        for d in durable:
-            assert await d in ("e0", "e1", "e2")
+        for d in durable:  # bounded: a commit that lost its waiters would hang here
+            assert await bounded(d) in ("e0", "e1", "e2")
     finally:
         for fd in fillers:
             os.close(fd)
@@ -482,9 +489,9 @@ async def test_emfile_for_real_with_the_fsync_thread(tmp_path):
     assert error.errno == errno.EMFILE and error.path.endswith(".log")
     assert "event store could not hand its fsyncs to the fsync thread" in problems
     assert "event store ack write failed" in problems
-    assert await store.append("big", b"x" * 20_000) == "big"
-    assert await store.append("after", b"x") == "after"
-    await store.close()
+    assert await bounded(store.append("big", b"x" * 20_000)) == "big"
+    assert await bounded(store.append("after", b"x")) == "after"
+    await bounded(store.close())
     assert open_fds() == start, "nothing leaked"
     store = FileEventStore.open(str(tmp_path), clock=reactor, sync="never")
     assert store.pending_ids() == ["e0", "e1", "e2", "big", "after"]

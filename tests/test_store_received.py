@@ -198,7 +198,7 @@ async def test_compaction_in_the_fsync_thread_on_the_real_reactor(tmp_path):
     for n in range(100):
         store.received.remember(f"r{n}")
     assert store.received.compacting
-    await store.received.when_idle()
+    await store.received.when_idle().addTimeout(10, reactor)
     threads = {t for name, t in fsync.log if name == "received.tmp"}
     assert threads == {"gwproactor-fsync"}
     assert store.received.stats()["compactions"] == 1
