@@ -238,6 +238,20 @@ def test_emfile_from_dup_fsyncs_on_the_reactor_thread_and_the_appends_fire(tmp_p
     store.close()
 
 
+def test_emfile_from_dup_of_the_received_window_still_syncs_it(tmp_path, clock):
+    """When received.log's descriptor cannot be duplicated, the inline fallback still fsyncs it (it stays dirty)."""
+    names: list[str] = []
+    runner = ManualRunner()
+    calls = FaultyCalls()
+    store = FileEventStore.open(str(tmp_path), clock=clock, sync="group", _calls=calls, fsync_runner=runner,
+                                fsync=lambda fd: names.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+    calls.fail("dup", errno.EMFILE)
+    store.received.remember("r1")
+    clock.advance(1)
+    assert runner.jobs == [] and names == ["received.log"] and not store.received.dirty
+    store.close()
+
+
 def test_emfile_from_dup_then_fsync_error_fails_the_appends(tmp_path, clock):
     """When the inline fallback's fsync fails too, the appends fail with StoreWriteError and are not pending."""
     runner = ManualRunner()
