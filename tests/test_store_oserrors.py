@@ -90,19 +90,27 @@ class FaultyCalls:
 
 
 class Fsync:
-    """An injectable fsync that can fail with an errno, for every descriptor or only for directories."""
+    """An injectable fsync that can fail with an errno: for every descriptor, for directories only
+    (``only="directory"``) or for files whose name ends with ``only``."""
 
     def __init__(self) -> None:
         self.code: int | None = None
-        self.directories_only = False
+        self.only: str | None = None
         self.calls = 0
 
     def __call__(self, fd: int) -> None:
-        import stat
-
-        if self.code is not None and (not self.directories_only or stat.S_ISDIR(os.fstat(fd).st_mode)):
+        if self.code is not None and self._matches(fd):
             raise OSError(self.code, os.strerror(self.code))
         self.calls += 1
+
+    def _matches(self, fd: int) -> bool:
+        import stat
+
+        if self.only is None:
+            return True
+        if self.only == "directory":
+            return stat.S_ISDIR(os.fstat(fd).st_mode)
+        return os.readlink(f"/proc/self/fd/{fd}").endswith(self.only)
 
 
 class ManualRunner:
@@ -351,7 +359,7 @@ def test_directory_fsync_error_fails_only_the_appends_of_the_new_segment(tmp_pat
     first = fired(h.store.append("old0", b"x" * 40))
     h.settle()
     assert first == ["old0"]
-    h.fsync.code, h.fsync.directories_only = errno.EIO, True
+    h.fsync.code, h.fsync.only = errno.EIO, "directory"
     old = fired(h.store.append("old1", b"x" * 40))  # still fits in the first segment
     new = fired(h.store.append("new0", b"x" * 40))  # starts the second one
     h.settle()
@@ -531,3 +539,67 @@ def test_read_out_of_descriptors_closes_cached_ones_and_retries(tmp_path, clock)
     h.calls.heal()
     assert h.store.read("e0") == b"x" * 60
     h.reopen().close()
+
+
+# --- the rest of the table in docs/store.rst ----------------------------------------------------
+
+
+def test_ack_fsync_error_is_reported_and_fails_no_append(tmp_path, clock):
+    """An fsync error of an ack file is reported; the appends of the same commit still fire."""
+    h = Harness(tmp_path, clock)
+    fired(h.store.append("a", b"x"))
+    h.settle()
+    h.store.ack("a")
+    h.fsync.code, h.fsync.only = errno.EIO, ".ack"
+    b = fired(h.store.append("b", b"x"))
+    h.settle()
+    assert b == ["b"] and "event store ack fsync failed" in h.summaries()
+    h.fsync.code = None
+    store = h.reopen()
+    assert store.pending_ids() == ["b"]
+    store.close()
+
+
+def test_received_window_write_error_leaves_no_torn_frame(tmp_path, clock):
+    """A failed write of a received id (half a frame, then ENOSPC) is reported and cut back; the id stays seen."""
+    from gwproactor.store._scan import scan_received
+
+    h = Harness(tmp_path, clock)
+    h.store.received.remember("r0")
+    h.calls.fail("write", errno.ENOSPC)
+    h.store.received.remember("r1")
+    assert "received-id window write failed" in h.summaries() and h.store.received.seen("r1")
+    ids, bad = scan_received((tmp_path / "received.log").read_bytes())
+    assert ids == ["r0"] and bad == []
+    h.calls.heal()
+    h.store.received.remember("r2")
+    store = h.reopen()
+    assert h.problems == [] and store.received.seen("r2") and not store.received.seen("r1")
+    store.close()
+
+
+def test_a_repair_that_cannot_be_written_at_open_leaves_the_files_and_opens(tmp_path, clock):
+    """ENOSPC while recovery rewrites a damaged segment: open still succeeds, says so, and serves the events."""
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    for i in range(3):
+        s.append(f"e{i}", b"x" * 40)
+    s.ack("e0")
+    s.close()
+    seg = tmp_path / "seg-0000000001.log"
+    data = bytearray(seg.read_bytes())
+    data[-3] ^= 0xFF  # e2's CRC
+    seg.write_bytes(bytes(data))
+    calls = FaultyCalls()
+    calls.fail("write", errno.ENOSPC)
+    problems: list[str] = []
+    store = FileEventStore.open(str(tmp_path), clock=clock, sync="never", _calls=calls,
+                                on_problem=lambda a, b: problems.append(b))
+    assert any("could not be rewritten" in d and "No space left" in d for d in problems)
+    assert store.pending_ids() == ["e1"] and store.read("e1") == b"x" * 40, "e0 stays acked, e2 is damaged"
+    assert not (tmp_path / "seg-0000000001.log.tmp").exists() and seg.read_bytes() == bytes(data)
+    calls.heal()
+    store.close()
+    problems.clear()
+    store = FileEventStore.open(str(tmp_path), clock=clock, sync="never", on_problem=lambda a, b: problems.append(b))
+    assert store.pending_ids() == ["e1"] and problems and "could not be rewritten" not in problems[0]
+    store.close()

@@ -83,11 +83,9 @@ class RecoveryMixin:
     def _write_tmp(self, name: str, data: bytes) -> str:
         """Write ``data`` to ``name.tmp`` and fsync it; return its path (removed again if anything fails)."""
         tmp = self._path(name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = self._calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            self._calls.write_all(fd, data)
             self._fsync(fd)
             self._fsyncs += 1
         except BaseException:
