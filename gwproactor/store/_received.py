@@ -280,18 +280,22 @@ class FileReceivedIds:
 
     def _compacted(self, fd: int, count: int) -> None:
         during, self._during = self._during or [], None
-        if self._finish_compaction(fd, count, during) and self._sync != "never":
-            if self._on_dirty is not None:
-                self.dirty = True
-                self._on_dirty(directory=True)
-            else:
-                self._sync_directory()
-        self._fire_idle()
+        try:
+            if self._finish_compaction(fd, count, during) and self._sync != "never":
+                if self._on_dirty is not None:
+                    self.dirty = True
+                    self._on_dirty(directory=True)  # the store's next commit syncs the rename
+                else:
+                    self._sync_directory()
+        finally:
+            self._fire_idle()  # whatever happened, close() must not wait for ever
 
     def _compaction_error(self, failure) -> None:
         self._during = None
-        self._compaction_failed(failure.value)
-        self._fire_idle()
+        try:
+            self._compaction_failed(failure.value)
+        finally:
+            self._fire_idle()
 
     def _finish_compaction(self, fd: int, count: int, during: list | None = None) -> bool:
         """Append the ids written meanwhile to the new file, rename it over the old one, use it; True if done."""
