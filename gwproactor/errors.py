@@ -134,7 +134,16 @@ class StoreError(GwProactorError):
 
 
 class StoreWriteError(StoreError):
-    """Writing or syncing a store file failed (disk full, I/O error); the message names the file and the error."""
+    """Writing or syncing a store file failed (disk full, I/O error, too many open files).
+
+    The message names the file and the error; :attr:`errno` and :attr:`path` hold them (None when unknown).
+    The event of a failed append is not stored: append it again once the condition clears.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
 
 
 class StoreLocked(StoreError):
@@ -162,6 +171,18 @@ class EventNotFound(StoreError, KeyError):
 
 class CorruptRecord(StoreError):
     """A stored record failed its length or CRC check, or could not be decoded."""
+
+
+class StoreReadError(CorruptRecord):
+    """A stored record could not be read because of an OS error (EMFILE, EIO ...): it may well be intact.
+
+    A :class:`CorruptRecord` for callers that predate it; a caller that can should try again later
+    instead of setting the event aside.  :attr:`errno` holds the error number.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 # --- certificates ------------------------------------------------------------

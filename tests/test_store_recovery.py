@@ -216,3 +216,113 @@ def test_misplaced_lock_and_set_aside_entries(tmp_path, clock):
     assert {"LOCK.misplaced", "set-aside.misplaced", "old"} <= set(aside(tmp_path))
     assert o.store.stats()["corrupt_files"] == 3
     o.store.close()
+
+
+# --- acks name their record exactly; a damaged length is never trusted --------------------------
+
+
+def two_segments(path, clock, acked=("e0", "e3")):
+    """Two segments of three equal-sized records each, with ``acked`` acked; returns the pending ids."""
+    s = FileEventStore.open(str(path), clock=clock, sync="never", segment_bytes=3 * SIZE)
+    for i in range(6):
+        s.append(f"e{i}", b"x" * 40)
+    for event_id in acked:
+        s.ack(event_id)
+    s.close()
+    return [f"e{i}" for i in range(6) if f"e{i}" not in acked]
+
+
+def verify(path) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from gwproactor.store import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli.main(["verify", str(path)])
+    return status, out.getvalue()
+
+
+def test_swapped_ack_files_ack_nothing(tmp_path, clock):
+    """Ack files swapped between segments ack nothing there: acked events come back, no pending one is lost."""
+    pending = two_segments(tmp_path, clock)
+    a, b = tmp_path / "seg-0000000001.ack", tmp_path / "seg-0000000002.ack"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    status, report = verify(tmp_path)
+    assert status == 1 and report.count("not a record of this segment") == 2, report
+    o = Opened(tmp_path, clock)
+    assert set(pending) <= set(o.store.pending_ids()) == {f"e{i}" for i in range(6)}
+    assert o.store.stats()["corrupt_records"] == 2 and len(o.problems) == 1
+    o.store.close()
+    again = Opened(tmp_path, clock)
+    assert again.problems == [] and again.store.pending_ids() == [f"e{i}" for i in range(6)]
+    again.store.close()
+    assert verify(tmp_path)[0] == 0
+
+
+def test_swapped_segment_files_keep_every_pending_event(tmp_path, clock):
+    """Segment files swapped under their ack files: acks whose id does not match the record ack nothing."""
+    pending = two_segments(tmp_path, clock)
+    a, b = tmp_path / "seg-0000000001.log", tmp_path / "seg-0000000002.log"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    assert verify(tmp_path)[0] == 1
+    o = Opened(tmp_path, clock)
+    assert set(pending) <= set(o.store.pending_ids())
+    o.store.close()
+
+
+def test_legacy_offset_only_acks_are_checked_by_id(tmp_path, clock):
+    """An ack holding only an offset (the earlier format) acks its record only if the id matches too."""
+    from gwproactor.store import _format
+
+    fill(tmp_path, clock, n=3)
+    legacy = lambda event_id, offset: _format.encode(_format.KIND_ACK, 1.0, event_id, offset.to_bytes(8, "big"))  # noqa: E731
+    (tmp_path / "seg-0000000001.ack").write_bytes(legacy("e0", 0) + legacy("e9", SIZE))
+    status, report = verify(tmp_path)
+    assert status == 1 and "names event 'e9' at offset" in report, report
+    o = Opened(tmp_path, clock)
+    assert o.store.pending_ids() == ["e1", "e2"]
+    o.store.close()
+    assert verify(tmp_path)[0] == 0
+
+
+def test_copied_ack_file_does_not_ack_an_id_appended_again(tmp_path, clock):
+    """An id acked at offset 0 of one segment and appended again at offset 0 of the next stays pending when
+    the first ack file is copied over the second (the ack names its segment, not only offset and id)."""
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    s.append("x", b"x" * 40)
+    s.append("keep", b"k")  # keeps segment 1 (and its ack file) on disk
+    s.ack("x")
+    s.close()
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    s.append("x", b"x" * 40)  # a re-queue: offset 0 of segment 2
+    s.append("y", b"y")
+    s.ack("y")
+    s.close()
+    (tmp_path / "seg-0000000002.ack").write_bytes((tmp_path / "seg-0000000001.ack").read_bytes())
+    assert verify(tmp_path)[0] == 1
+    o = Opened(tmp_path, clock)
+    assert o.store.pending_ids() == ["keep", "x", "y"] and o.store.read("x") == b"x" * 40
+    o.store.close()
+
+
+@pytest.mark.parametrize("bit", [7, 8, 9, 10, 11])
+def test_length_bit_landing_on_a_later_record_loses_only_that_record(tmp_path, clock, bit):
+    """A flipped length bit that points exactly at a later record's start costs the damaged record only."""
+    s = FileEventStore.open(str(tmp_path), clock=clock, sync="never")
+    for i in range(40):  # 128-byte records: bits 7-11 move the end by whole records
+        s.append(f"e{i}", b"x" * (128 - record_size(f"e{i}", b"")))
+    s.close()
+    path = tmp_path / SEG1
+    data = bytearray(path.read_bytes())
+    data[1 * 128 + 7 - bit // 8] ^= 1 << (bit % 8)  # e1's body length grows by 2**bit bytes
+    path.write_bytes(bytes(data))
+    o = Opened(tmp_path, clock)
+    assert o.store.pending_ids() == [f"e{i}" for i in range(40) if i != 1]
+    assert o.store.stats()["corrupt_records"] == 1
+    o.store.close()

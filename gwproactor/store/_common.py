@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
+import attrs
 from twisted.logger import Logger
 
 from gwproactor.errors import StoreError, StoreLocked, StoreWriteError  # noqa: F401  (re-exported)
@@ -14,6 +16,34 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_WINDOW = 10_000
 
 ProblemCallback = Callable[[str, str], object]
+
+
+@attrs.frozen
+class SysCalls:
+    """The calls through which a file store and its received-id window open, write and duplicate descriptors.
+
+    A private seam (``FileEventStore.open(_calls=...)``): tests inject failures (EMFILE from ``open``
+    and ``dup``, ENOSPC or EIO from ``write``) without touching the process-wide :mod:`os` functions.
+    """
+
+    open: Callable[..., int] = os.open
+    write: Callable[[int, bytes], int] = os.write
+    dup: Callable[[int], int] = os.dup
+
+    def write_all(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` (``write`` may write less than asked)."""
+        view = memoryview(data)
+        while view:
+            view = view[self.write(fd, view):]
+
+
+def undo_partial_write(fd: int, size: int) -> bool:
+    """Cut a file back to ``size`` bytes after a failed write (part of a frame may be in it); True if done."""
+    try:
+        os.ftruncate(fd, size)
+        return True
+    except OSError:
+        return False
 
 _log = Logger(namespace="gwproactor.store")
 
@@ -44,6 +74,12 @@ class BoundedStore:
     """
 
     __slots__ = ()
+
+    def _rejects(self, size: int) -> bool:
+        """True if the full policy would reject a record of ``size`` bytes now (changes nothing)."""
+        limit = self._max_bytes
+        return (limit is not None and self._pending_bytes + size > limit
+                and (self._full_policy == "reject_new" or size > limit))
 
     def _make_room(self, event_id: str, size: int) -> bool:
         """Apply the full policy so that a record of ``size`` bytes fits; False means reject it."""

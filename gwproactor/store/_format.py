@@ -11,11 +11,14 @@ Every record (event, ack, received id) is one frame::
     8       8     time the record was written (IEEE-754 double, seconds since the epoch, big-endian)
     16      2     id length I (unsigned, big-endian)
     18      I     id (UTF-8)
-    18+I    D     data: event payload (kind 1), offset of the acked event record as uint64 (kind 2),
-                  nothing (kind 3); D = B - 10 - I
+    18+I    D     data: event payload (kind 1); the acked event record's offset and segment number,
+                  uint64 each (kind 2; an ack written before the segment number was added holds
+                  the offset only); nothing (kind 3); D = B - 10 - I
     8+B     4     CRC-32 (zlib) of bytes [0, 8+B), big-endian
 
-A frame is valid when every field is in range, it fits in the file and the CRC matches.
+A frame is valid when every field is in range, it fits in the file and the CRC matches.  After an
+invalid frame, :func:`scan` looks for the next valid frame from the byte after the invalid frame's
+start: a damaged length field is never trusted, so it cannot make the scan skip intact records.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _BODY_HEAD = struct.Struct(">dH")
 _HEAD = struct.Struct(">BBBBIdH")  # header + body head, for the fast path of scan()
 _CRC = struct.Struct(">I")
 _OFFSET = struct.Struct(">Q")
+_ACK_TARGET = struct.Struct(">QQ")  # offset, segment number
 HEADER_SIZE = _HEADER.size  # 8
 BODY_HEAD_SIZE = _BODY_HEAD.size  # 10
 CRC_SIZE = _CRC.size  # 4
@@ -83,16 +87,24 @@ def encode(kind: int, time: float, event_id: str, data: bytes = b"") -> bytes:
     return framed + _CRC.pack(zlib.crc32(framed))
 
 
-def encode_ack(time: float, event_id: str, event_offset: int) -> bytes:
-    """Return the frame of an ack of the event record at ``event_offset`` of the same segment."""
-    return encode(KIND_ACK, time, event_id, _OFFSET.pack(event_offset))
+def encode_ack(time: float, event_id: str, event_offset: int, segment: int) -> bytes:
+    """Return the frame of an ack of the event record ``event_id`` at ``event_offset`` of segment ``segment``.
+
+    The ack names its record three ways (segment number, offset, id), so an ack file that ends up
+    beside the wrong segment (swapped or copied files, a bad restore) acks nothing there.
+    """
+    return encode(KIND_ACK, time, event_id, _ACK_TARGET.pack(event_offset, segment))
 
 
-def ack_offset(buf: bytes, record: Record) -> int | None:
-    """Return the event offset an ack record of ``buf`` names, or None if its data is malformed."""
-    if record.data_end - record.data_start != _OFFSET.size:
-        return None
-    return _OFFSET.unpack_from(buf, record.data_start)[0]
+def ack_target(buf: bytes, record: Record) -> tuple[int, int | None] | None:
+    """Return ``(offset, segment number)`` named by an ack record of ``buf``; the segment number is None
+    in an ack written before it was recorded (offset only); None if the data is malformed."""
+    size = record.data_end - record.data_start
+    if size == _ACK_TARGET.size:
+        return _ACK_TARGET.unpack_from(buf, record.data_start)
+    if size == _OFFSET.size:
+        return _OFFSET.unpack_from(buf, record.data_start)[0], None
+    return None
 
 
 def parse_at(buf: bytes, view: memoryview, pos: int) -> Record | None:
@@ -120,17 +132,6 @@ def parse_at(buf: bytes, view: memoryview, pos: int) -> Record | None:
     return Record(pos, end - pos, kind, time, event_id, id_start + id_len, crc_at)
 
 
-def _declared_end(buf: bytes, pos: int) -> int | None:
-    """Return where the frame at ``pos`` would end if only its header is trusted, or None."""
-    if len(buf) - pos < HEADER_SIZE:
-        return None
-    magic, version, kind, flags, body_len = _HEADER.unpack_from(buf, pos)
-    if magic != MAGIC or version != VERSION or flags != 0 or kind not in _KINDS or body_len < BODY_HEAD_SIZE:
-        return None
-    end = pos + HEADER_SIZE + body_len + CRC_SIZE
-    return end if end <= len(buf) else None
-
-
 def _resync(buf: bytes, view: memoryview, start: int) -> int:
     """Return the offset of the next valid frame at or after ``start`` (``len(buf)`` if none)."""
     q = buf.find(_SYNC, start)
@@ -144,9 +145,11 @@ def _resync(buf: bytes, view: memoryview, start: int) -> int:
 def scan(buf: bytes) -> tuple[list[Record], list[tuple[int, int]]]:
     """Split ``buf`` (a whole file) into its valid records and its bad stretches ``(start, end)``.
 
-    After a bad frame the scan first trusts the frame's declared length (a flipped payload byte
-    loses one record only); when that does not lead to a valid frame or the end of the buffer it
-    searches for the next valid frame.
+    After a bad frame the scan searches for the next valid frame from the byte after the bad frame's
+    start.  It never trusts the bad frame's length: a damaged length that happens to point at a later
+    valid frame would skip the intact records in between.  A flipped payload byte still costs one
+    record only (the search finds the next record where the damaged one ended), and a bad stretch
+    ends exactly where the next valid frame starts.
     """
     view = memoryview(buf)
     records: list[Record] = []
@@ -172,9 +175,7 @@ def scan(buf: bytes) -> tuple[list[Record], list[tuple[int, int]]]:
                         records.append(make(pos, end - pos, kind, t, event_id, id_start + id_len, crc_at))
                         pos = end
                         continue
-        end = _declared_end(buf, pos)
-        if end is None or not (end == n or parse_at(buf, view, end) is not None):
-            end = _resync(buf, view, pos + 1)
+        end = _resync(buf, view, pos + 1)
         bad.append((pos, end))
         pos = end
     return records, bad

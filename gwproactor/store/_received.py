@@ -2,7 +2,10 @@
 
 ``received.log`` in the store directory holds one frame (kind 3, see :mod:`gwproactor.store._format`)
 per remembered id.  When it holds twice the window it is rewritten with the current window only
-(``received.tmp`` + fsync + rename), so it stays between ``window`` and ``2 * window`` records.
+(``received.tmp``, fsync, rename, fsync of the directory), so it stays between ``window`` and
+``2 * window`` records.  In a store with an fsync thread the rewrite runs in that thread; ids
+remembered meanwhile go to the old file as usual and are appended to the new one just before the
+rename, so a process that dies at any step leaves a window with every id it had accepted.
 """
 
 from __future__ import annotations
@@ -13,12 +16,21 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from gwproactor.interfaces import IReceivedIds
 from gwproactor.store import _format
-from gwproactor.store._common import DEFAULT_WINDOW, SYNC_POLICIES, ProblemCallback, check_choice, report_problem
-from gwproactor.store._scan import RECEIVED_NAME, TMP_SUFFIX, read_regular
+from gwproactor.store._common import (
+    DEFAULT_WINDOW,
+    SYNC_POLICIES,
+    ProblemCallback,
+    SysCalls,
+    check_choice,
+    report_problem,
+    undo_partial_write,
+)
+from gwproactor.store._scan import RECEIVED_NAME, TMP_SUFFIX, read_regular, scan_received
 
 _TMP_NAME = "received" + TMP_SUFFIX
 
@@ -33,9 +45,11 @@ class FileReceivedIds:
     fsynced.  A lost id can only let one duplicate through after a crash.
 
     With ``on_dirty`` (how :class:`~gwproactor.store.FileEventStore` opens it) the window never
-    fsyncs on its own: a write sets :attr:`dirty` and calls ``on_dirty()``, and the store's next
-    commit fsyncs a duplicate of the file's descriptor (:meth:`dup_for_sync`) with its own files,
-    in the store's fsync thread when it has one.
+    fsyncs on its own: a write sets :attr:`dirty` and calls ``on_dirty()`` (``on_dirty(directory=True)``
+    after a compaction's rename), and the store's next commit fsyncs a duplicate of the file's
+    descriptor (:meth:`dup_for_sync`) with its own files, in the store's fsync thread when it has one.
+    With ``runner`` (the store's fsync thread; requires ``on_dirty``) the compaction's rewrite runs
+    there too, off the calling thread.
 
     ``clock`` runs the group fsync timer; each record's time is ``wall()`` (:func:`time.time`).
     """
@@ -48,12 +62,19 @@ class FileReceivedIds:
     _group_ms: float = attrs.field(default=10.0, alias="group_ms")
     _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
-    _on_dirty: Callable[[], None] | None = attrs.field(default=None, alias="on_dirty")
+    _on_dirty: Callable[..., None] | None = attrs.field(default=None, alias="on_dirty")
+    _runner: Callable[[Callable[[], object]], Deferred] | None = attrs.field(default=None, alias="runner")
+    _calls: SysCalls = attrs.field(factory=SysCalls, alias="_calls")
     dirty: bool = attrs.field(init=False, default=False)
     """True while ``received.log`` holds writes that no fsync has covered yet."""
     _ids: OrderedDict = attrs.field(init=False, factory=OrderedDict)
     _fd: int | None = attrs.field(init=False, default=None)
+    _size: int = attrs.field(init=False, default=0)
     _records: int = attrs.field(init=False, default=0)
+    _compact_at: int = attrs.field(init=False, default=0)
+    _during: list | None = attrs.field(init=False, default=None)  # frames written while a compaction runs
+    _idle: list = attrs.field(init=False, factory=list)
+    _closed: bool = attrs.field(init=False, default=False)
     _sync_call: object = attrs.field(init=False, default=None)
     corrupt_records: int = attrs.field(init=False, default=0)
     fsyncs: int = attrs.field(init=False, default=0)
@@ -63,7 +84,9 @@ class FileReceivedIds:
     def open(cls, directory: str, *, clock=None, window: int = DEFAULT_WINDOW, sync: str = "group",
              group_ms: float = 10.0, fsync: Callable[[int], None] = os.fsync,
              on_problem: ProblemCallback | None = None,
-             on_dirty: Callable[[], None] | None = None, wall: Callable[[], float] = time.time) -> FileReceivedIds:
+             on_dirty: Callable[..., None] | None = None, wall: Callable[[], float] = time.time,
+             runner: Callable[[Callable[[], object]], Deferred] | None = None,
+             _calls: SysCalls | None = None) -> FileReceivedIds:
         """Load the window from ``directory`` (created if missing); corrupt parts are skipped and reported."""
         check_choice("sync", sync, SYNC_POLICIES)
         if window < 1:
@@ -72,13 +95,19 @@ class FileReceivedIds:
             from twisted.internet import reactor as clock
         os.makedirs(directory, exist_ok=True)
         self = cls(directory=directory, clock=clock, wall=wall, window=window, sync=sync, group_ms=group_ms,
-                   fsync=fsync, on_problem=on_problem, on_dirty=on_dirty)
+                   fsync=fsync, on_problem=on_problem, on_dirty=on_dirty, runner=runner,
+                   _calls=_calls if _calls is not None else SysCalls())
+        self._compact_at = 2 * window
         self._load()
         return self
 
     @property
     def _path(self) -> str:
         return os.path.join(self._directory, RECEIVED_NAME)
+
+    @property
+    def _tmp_path(self) -> str:
+        return os.path.join(self._directory, _TMP_NAME)
 
     def _load(self) -> None:
         buf = b""
@@ -90,16 +119,13 @@ class FileReceivedIds:
             report_problem(self._on_problem, "received-id window unreadable", f"{self._path}: {e}; starting empty")
             self.corrupt_records += 1
             os.replace(self._path, self._path + ".unreadable")
-        records, bad = _format.scan(buf)
-        for r in records:
-            if r.kind == _format.KIND_RECEIVED:
-                self._ids[r.event_id] = None
-                self._ids.move_to_end(r.event_id)
-            else:
-                bad.append((r.offset, r.offset + r.size))
+        ids, bad = scan_received(buf)
+        for event_id in ids:
+            self._ids[event_id] = None
+            self._ids.move_to_end(event_id)
         while len(self._ids) > self.window:
             self._ids.popitem(last=False)
-        self._records = len(records)
+        self._records = len(ids)
         if bad:
             self.corrupt_records += len(bad)
             report_problem(
@@ -108,10 +134,10 @@ class FileReceivedIds:
                 f"{self._path}: {len(bad)} bad stretches ({sum(e - s for s, e in bad)} bytes) skipped; "
                 "the file is rewritten with the readable ids",
             )
-        if bad or self._records >= 2 * self.window:
-            self._compact()
-        else:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if (bad or self._records >= self._compact_at) and self._compact():
+            return
+        self._fd = self._calls.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._size = os.fstat(self._fd).st_size
 
     def seen(self, event_id: str) -> bool:
         """True if ``event_id`` is in the window."""
@@ -124,15 +150,19 @@ class FileReceivedIds:
         self._ids[event_id] = None
         if len(self._ids) > self.window:
             self._ids.popitem(last=False)
+        frame = _format.encode(_format.KIND_RECEIVED, self._wall(), event_id)
         try:
-            os.write(self._fd, _format.encode(_format.KIND_RECEIVED, self._wall(), event_id))
+            self._calls.write_all(self._fd, frame)
         except OSError as e:
+            undo_partial_write(self._fd, self._size)
             report_problem(self._on_problem, "received-id window write failed", f"{self._path}: {e}")
             return
+        self._size += len(frame)
         self._records += 1
-        if self._records >= 2 * self.window:
-            self._compact()
-            return
+        if self._during is not None:
+            self._during.append(frame)
+        elif self._records >= self._compact_at and self._compact():
+            return  # rewritten and fsynced here
         self.dirty = True
         if self._sync == "never":
             return
@@ -146,13 +176,17 @@ class FileReceivedIds:
     def dup_for_sync(self) -> int | None:
         """A duplicate of the log's descriptor for a commit to fsync (the caller closes it), or None.
 
-        None when there is nothing to sync (or the sync policy is ``never``).  Clears :attr:`dirty`:
-        the caller now owns that sync and reports its failure (:meth:`sync_failed`).
+        None when there is nothing to sync (or the sync policy is ``never``).  Clears :attr:`dirty`
+        once the duplicate exists: the caller now owns that sync and reports its failure
+        (:meth:`sync_failed`).
+
+        :raises OSError: if the descriptor cannot be duplicated (:attr:`dirty` stays set).
         """
         if not self.dirty or self._fd is None or self._sync == "never":
             return None
+        fd = self._calls.dup(self._fd)
         self.dirty = False
-        return os.dup(self._fd)
+        return fd
 
     def synced(self) -> None:
         """Count an fsync that a commit ran on a :meth:`dup_for_sync` descriptor."""
@@ -182,33 +216,147 @@ class FileReceivedIds:
         except OSError as e:
             report_problem(self._on_problem, "received-id window fsync failed", f"{self._path}: {e}")
 
-    def _compact(self) -> None:
-        """Rewrite ``received.log`` with the current window (tmp file, fsync, rename)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        tmp = os.path.join(self._directory, _TMP_NAME)
+    # --- compaction -----------------------------------------------------------------
+
+    @property
+    def compacting(self) -> bool:
+        """True while a compaction runs in the runner (the old file is still the window's)."""
+        return self._during is not None
+
+    def when_idle(self) -> Deferred:
+        """A Deferred that fires once no compaction runs."""
+        if self._during is None:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle.append(d)
+        return d
+
+    def _compact(self) -> bool:
+        """Rewrite ``received.log`` with the current window: tmp file, fsync, rename, fsync of the directory.
+
+        With a runner (and a descriptor: not at open) the writing and the fsync run there and this
+        returns False at once; otherwise they run here and this returns True if the window was
+        rewritten.  Until the rename the old file stays the window's, so nothing is lost whenever
+        the process dies.
+        """
+        snapshot = list(self._ids)
         now = self._wall()
-        data = b"".join(_format.encode(_format.KIND_RECEIVED, now, i) for i in self._ids)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        if self._runner is None or self._fd is None:
+            try:
+                fd = self._write_compacted(snapshot, now)
+            except OSError as e:
+                self._compaction_failed(e)
+                return False
+            if not self._finish_compaction(fd, len(snapshot)):
+                return False
+            self._sync_directory()
+            return True
+        self._during = []
         try:
-            os.write(fd, data)
+            d = self._runner(lambda: self._write_compacted(snapshot, now))
+        except Exception as e:  # the runner could not start
+            self._during = None
+            self._compaction_failed(e)
+            return False
+        d.addCallbacks(self._compacted, self._compaction_error, callbackArgs=(len(snapshot),))
+        return False
+
+    def _write_compacted(self, ids: list[str], now: float) -> int:
+        """Write ``ids`` to ``received.tmp`` and fsync it; return its descriptor (open for appending).
+
+        Runs in the runner's thread when there is one: it touches nothing of the window but ``ids``.
+        """
+        tmp = self._tmp_path
+        fd = self._calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            self._calls.write_all(fd, b"".join(_format.encode(_format.KIND_RECEIVED, now, i) for i in ids))
             if self._sync != "never":
                 self._fsync(fd)
-                self.fsyncs += 1
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        return fd
+
+    def _compacted(self, fd: int, count: int) -> None:
+        during, self._during = self._during or [], None
+        try:
+            if self._finish_compaction(fd, count, during) and self._sync != "never":
+                if self._on_dirty is not None:
+                    self.dirty = True
+                    self._on_dirty(directory=True)  # the store's next commit syncs the rename
+                else:
+                    self._sync_directory()
+        finally:
+            self._fire_idle()  # whatever happened, close() must not wait for ever
+
+    def _compaction_error(self, failure) -> None:
+        self._during = None
+        try:
+            self._compaction_failed(failure.value)
+        finally:
+            self._fire_idle()
+
+    def _finish_compaction(self, fd: int, count: int, during: list | None = None) -> bool:
+        """Append the ids written meanwhile to the new file, rename it over the old one, use it; True if done."""
+        if self._closed:  # the old file, closed complete, is the window
+            os.close(fd)
+            _unlink_quietly(self._tmp_path)
+            return False
+        try:
+            if during:
+                self._calls.write_all(fd, b"".join(during))
+            os.replace(self._tmp_path, self._path)
+        except OSError as e:
+            os.close(fd)
+            _unlink_quietly(self._tmp_path)
+            self._compaction_failed(e)
+            return False
+        if self._sync != "never":
+            self.fsyncs += 1  # the new file's, in _write_compacted
+        old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
+        self._size = os.fstat(fd).st_size
+        self._records = count + len(during or ())
+        self._compact_at = 2 * self.window
+        self.compactions += 1
+        self.dirty = bool(during)  # the ids appended here are not fsynced yet
+        return True
+
+    def _compaction_failed(self, error: BaseException) -> None:
+        self._compact_at = self._records + self.window
+        report_problem(self._on_problem, "received-id window compaction failed",
+                       f"{self._path}: {error}; the window stays in {RECEIVED_NAME} and compaction is tried "
+                       f"again after {self.window} more ids")
+
+    def _fire_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    def _sync_directory(self) -> None:
+        if self._sync == "never":
+            return
+        try:
+            fd = self._calls.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            report_problem(self._on_problem, "received-id window fsync failed", f"{self._directory}: {e}")
+            return
+        try:
+            self._fsync(fd)
+            self.fsyncs += 1
+        except OSError as e:
+            report_problem(self._on_problem, "received-id window fsync failed", f"{self._directory}: {e}")
         finally:
             os.close(fd)
-        os.replace(tmp, self._path)
-        self._records = len(self._ids)
-        self.compactions += 1
-        self.dirty = False
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
     def close(self) -> None:
-        """Fsync and close the file."""
+        """Fsync and close the file (a compaction still running is abandoned: the old file is complete)."""
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
         self._sync_call = None
+        self._closed = True
         if self._fd is not None:
             if self.dirty and self._sync != "never":
                 self._do_fsync()
@@ -227,3 +375,10 @@ class FileReceivedIds:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

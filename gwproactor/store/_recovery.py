@@ -30,6 +30,14 @@ class Segment:
     ack_fd: int | None = None
     dirty_log: bool = False
     dirty_ack: bool = False
+    unwritten: list = attrs.Factory(list)  # ack frames whose write failed, written with the next ack
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class RecoveryMixin:
@@ -59,26 +67,42 @@ class RecoveryMixin:
             target = f"{base}.{n}"
         return target
 
-    def _copy_aside(self, name: str, buf: bytes, stretches: list[tuple[int, int]], what: str) -> None:
-        for start, end in stretches:
+    def _copy_aside(self, name: str, buf: bytes, stretches: list[tuple[int, int, str]]) -> None:
+        """Copy each ``(start, end, what is wrong)`` stretch of ``buf`` to ``set-aside/<name>.at-<start>.bad``."""
+        for start, end, what in stretches:
             self._corrupt_records += 1
             target = self._unique_aside(f"{name}.at-{start}.bad")
-            with open(target, "wb") as f:
-                f.write(buf[start:end])
-            self.recovery_report.append(f"{name}: {what} bytes {start}..{end} ({end - start} bytes) failed their "
-                                        f"checks; copied to {os.path.relpath(target, self._directory)}")
+            try:
+                with open(target, "wb") as f:
+                    f.write(buf[start:end])
+                saved = f"copied to {os.path.relpath(target, self._directory)}"
+            except OSError as e:
+                saved = f"could not be copied aside ({e})"
+            self.recovery_report.append(f"{name}: bytes {start}..{end} ({end - start} bytes) {what}; {saved}")
 
-    def _write_file(self, name: str, data: bytes) -> None:
-        """Replace ``name`` with ``data`` through a fsynced temporary file."""
+    def _write_tmp(self, name: str, data: bytes) -> str:
+        """Write ``data`` to ``name.tmp`` and fsync it; return its path (removed again if anything fails)."""
         tmp = self._path(name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = self._calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            self._calls.write_all(fd, data)
             self._fsync(fd)
             self._fsyncs += 1
-        finally:
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, self._path(name))
+            _remove_quietly(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _remove(self, name: str) -> None:
+        """Delete a file recovery has no use for; a failure is reported, not raised."""
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.recovery_report.append(f"{name}: could not be deleted ({e}); ignored")
 
     def _recover(self) -> None:
         listing = list_directory(self._directory)
@@ -86,9 +110,9 @@ class RecoveryMixin:
         for name, reason in listing.bad:
             self._move_aside(name, reason)
         for name in listing.temporary:
-            os.unlink(self._path(name))
+            self._remove(name)
         for number in set(listing.acks) - set(listing.logs):
-            os.unlink(self._path(listing.acks[number]))
+            self._remove(listing.acks[number])
         # Building the index allocates a few objects per record and creates no cycles: pausing the
         # cyclic GC meanwhile saves about a third of the open time of a large store.
         gc_was_enabled = gc.isenabled()
@@ -100,7 +124,7 @@ class RecoveryMixin:
             if gc_was_enabled:
                 gc.enable()
         if self.recovery_report:
-            self._fsync_directory()
+            self._fsync_directory()  # a failure is reported; the repairs are redone at the next open
             report_problem(
                 self._on_problem,
                 f"event store recovery set aside {self._corrupt_records} corrupt records and "
@@ -114,41 +138,54 @@ class RecoveryMixin:
         except OSError as e:
             self._move_aside(log_name, f"unreadable ({e})")
             if ack_name is not None:
-                os.unlink(self._path(ack_name))
+                self._remove(ack_name)
             return
         if scan.ack_error is not None:
             self._move_aside(ack_name, f"unreadable ({scan.ack_error})")
             ack_name = None
         seg = Segment(number, self._path(log_name), self._path(segment_name(number, "ack")),
                        size=scan.log_size, ack_size=scan.ack_size)
-        if scan.ack_bad:
-            self._copy_aside(ack_name, scan.ack_buf, scan.ack_bad, "ack file")
+        if ack_name is not None:
+            self._copy_aside(ack_name, scan.ack_buf, [(a, b, "failed their checks") for a, b in scan.ack_bad]
+                             + [(a, b, f"hold an ack that {what}") for a, b, what in scan.ack_stray])
+        events = list(scan.pending())
         if scan.bad:
-            # Keep the pending records only, in a new file; drop the ack file first so that a crash
-            # in between can only bring acked events back (duplicates), never mis-apply acks.
-            self._copy_aside(log_name, scan.buf, scan.bad, "segment")
+            # Keep the pending records only, in a new file; drop the ack file before the rename so that
+            # a crash in between can only bring acked events back (duplicates), never mis-apply acks.
+            self._copy_aside(log_name, scan.buf, [(a, b, "failed their checks") for a, b in scan.bad])
             buf = scan.buf
             kept, new_events, pos = [], [], 0
-            for offset, size, t, event_id in scan.pending():
+            for offset, size, t, event_id in events:
                 kept.append(buf[offset:offset + size])
                 new_events.append((pos, size, t, event_id))
                 pos += size
-            if ack_name is not None:
-                os.unlink(self._path(ack_name))
-            if not kept:
-                os.unlink(seg.log_path)
-                return
-            self._write_file(log_name, b"".join(kept))
-            events, seg.size, seg.ack_size = new_events, pos, 0
-        else:
-            if scan.ack_bad:
-                good = bytearray()
-                ids = {e[0]: e[3] for e in scan.events}
-                for offset in sorted(scan.acked):
-                    good += _format.encode_ack(self._wall(), ids[offset], offset)
-                self._write_file(ack_name, bytes(good))
+            try:
+                tmp = self._write_tmp(log_name, b"".join(kept)) if kept else None
+                if ack_name is not None:
+                    os.unlink(self._path(ack_name))
+                    seg.ack_size = 0
+                if tmp is None:
+                    os.unlink(seg.log_path)
+                    return
+                os.replace(tmp, seg.log_path)
+            except OSError as e:
+                # The files stay as they were found (the ack file too, unless only the rename failed):
+                # the pending events are served from the damaged file, at their offsets.
+                self.recovery_report.append(f"{log_name}: could not be rewritten without its bad stretches "
+                                            f"({e}); left as it is")
+            else:
+                events, seg.size, seg.ack_size = new_events, pos, 0
+        elif scan.ack_bad or scan.ack_stray:
+            good = bytearray()
+            ids = {e[0]: e[3] for e in scan.events}
+            for offset in sorted(scan.acked):
+                good += _format.encode_ack(self._wall(), ids[offset], offset, number)
+            try:
+                os.replace(self._write_tmp(ack_name, bytes(good)), self._path(ack_name))
                 seg.ack_size = len(good)
-            events = list(scan.pending())
+            except OSError as e:
+                self.recovery_report.append(f"{ack_name}: could not be rewritten without its bad records "
+                                            f"({e}); left as it is")
         del scan
         self._segments[number] = seg
         self._disk_bytes += seg.size + seg.ack_size

@@ -44,7 +44,12 @@ class Listing:
 class SegmentScan:
     """The records of one segment and of its ack file.
 
-    ``events`` holds ``(offset, size, time, event_id)``; ``acked`` the offsets named by valid acks.
+    ``events`` holds ``(offset, size, time, event_id)``; ``acked`` the offsets of the events acked by
+    a valid ack that names this segment, the record's offset and its id.  ``ack_bad`` holds the bad
+    stretches of the ack file (no valid ack frame); ``ack_stray`` the valid acks that name no event
+    record of this segment, as ``(start, end, what it names)``: a sign of swapped, copied or
+    mis-restored files, never of a crash, so it counts as damage (recovery sets them aside and keeps
+    the events they name pending; ``verify`` reports them).
     ``buf`` is the whole log file when the scan was asked to keep it (for export).
     """
 
@@ -55,6 +60,7 @@ class SegmentScan:
     ack_size: int = 0
     acked: set[int] = attrs.Factory(set)
     ack_bad: list[tuple[int, int]] = attrs.Factory(list)
+    ack_stray: list[tuple[int, int, str]] = attrs.Factory(list)
     ack_records: int = 0
     ack_error: str | None = None
     buf: bytes | None = None
@@ -64,6 +70,15 @@ class SegmentScan:
         """Yield the event records not named by an ack, in file order."""
         acked = self.acked
         return (e for e in self.events if e[0] not in acked)
+
+    def problems(self, log_name: str, ack_name: str | None) -> list[str]:
+        """One line per damaged part of this segment (what ``verify`` prints and recovery sets aside)."""
+        lines = [f"{log_name}: bytes {start}..{end} failed their checks" for start, end in self.bad]
+        if self.ack_error:
+            lines.append(f"{ack_name}: unreadable ({self.ack_error})")
+        lines.extend(f"{ack_name}: bytes {start}..{end} failed their checks" for start, end in self.ack_bad)
+        lines.extend(f"{ack_name}: the ack at bytes {start}..{end} {what}" for start, end, what in self.ack_stray)
+        return lines
 
 
 def read_regular(path: str) -> bytes:
@@ -123,6 +138,22 @@ def list_directory(directory: str) -> Listing:
     return listing
 
 
+def scan_received(buf: bytes) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split the content of ``received.log`` into its ids (file order) and its bad stretches.
+
+    A valid frame of another kind is a bad stretch too.  Used by the window at open and by ``verify``.
+    """
+    records, bad = _format.scan(buf)
+    ids = []
+    for r in records:
+        if r.kind == _format.KIND_RECEIVED:
+            ids.append(r.event_id)
+        else:
+            bad.append((r.offset, r.offset + r.size))
+    bad.sort()
+    return ids, bad
+
+
 def scan_segment(directory: str, number: int, log_name: str, ack_name: str | None, *,
                  keep: bool = False) -> SegmentScan:
     """Read and check segment ``number`` and its ack file.
@@ -148,14 +179,23 @@ def scan_segment(directory: str, number: int, log_name: str, ack_name: str | Non
             return result
         acks, ack_bad = _format.scan(ack_buf)
         result.ack_size = len(ack_buf)
-        event_offsets = {e[0] for e in events}
+        id_at = {e[0]: e[3] for e in events}
         for r in acks:
-            offset = _format.ack_offset(ack_buf, r) if r.kind == _format.KIND_ACK else None
-            if offset is None:
+            target = _format.ack_target(ack_buf, r) if r.kind == _format.KIND_ACK else None
+            if target is None:
                 ack_bad.append((r.offset, r.offset + r.size))
-            elif offset in event_offsets:
+                continue
+            offset, segment = target
+            # Both the offset and the id must match (and the segment number, in acks that carry it):
+            # an ack beside the wrong segment must not take an intact, never-acked event away.
+            if (segment is None or segment == number) and id_at.get(offset) == r.event_id:
                 result.acked.add(offset)
                 result.ack_records += 1
+            else:
+                where = "" if segment is None else f"segment {segment}, "
+                result.ack_stray.append((r.offset, r.offset + r.size,
+                                         f"names event {r.event_id!r} at {where}offset {offset}, "
+                                         "which is not a record of this segment"))
         ack_bad.sort()
         result.ack_bad = ack_bad
         if keep:

@@ -28,6 +28,7 @@ from gwproactor.store._scan import (
     SegmentScan,
     list_directory,
     read_regular,
+    scan_received,
     scan_segment,
 )
 
@@ -103,12 +104,7 @@ def _segments(directory: str, progress: _Progress, problems: list[str], keep: bo
         except OSError as e:
             problems.append(f"{name}: unreadable ({e})")
             continue
-        for start, end in scan.bad:
-            problems.append(f"{name}: bytes {start}..{end} failed their checks")
-        if scan.ack_error:
-            problems.append(f"{listing.acks[number]}: unreadable ({scan.ack_error})")
-        for start, end in scan.ack_bad:
-            problems.append(f"{listing.acks[number]}: bytes {start}..{end} failed their checks")
+        problems.extend(scan.problems(name, listing.acks.get(number)))
         progress.add(len(scan.events) + scan.ack_records)
         yield scan
 
@@ -190,8 +186,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     received = 0
     if listing.received:
         try:
-            records, _ = _format.scan(read_regular(os.path.join(args.directory, RECEIVED_NAME)))
-            received = len({r.event_id for r in records if r.kind == _format.KIND_RECEIVED})
+            ids, _ = scan_received(read_regular(os.path.join(args.directory, RECEIVED_NAME)))
+            received = len(set(ids))
         except OSError as e:
             problems.append(f"{RECEIVED_NAME}: unreadable ({e})")
     aside_dir = os.path.join(args.directory, SET_ASIDE_DIR)
@@ -242,13 +238,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for scan in _segments(args.directory, progress, problems):
         records += len(scan.events) + scan.ack_records
     received_path = os.path.join(args.directory, RECEIVED_NAME)
-    if os.path.lexists(received_path):
+    if os.path.isfile(received_path) and not os.path.islink(received_path):  # else a listing problem already
         try:
-            found, bad = _format.scan(read_regular(received_path))
+            found, bad = scan_received(read_regular(received_path))
             records += len(found)
             problems.extend(f"{RECEIVED_NAME}: bytes {s}..{e} failed their checks" for s, e in bad)
         except OSError as e:
             problems.append(f"{RECEIVED_NAME}: unreadable ({e})")
+    parked_dir = os.path.join(args.directory, PARKED_DIR)
+    if os.path.isdir(parked_dir):
+        from gwproactor.store._parked import ParkedArea
+
+        area = ParkedArea(parked_dir)
+        area.load()
+        records += len(area)
+        problems.extend(area.problems)
     for line in problems:
         print(f"CORRUPT {line}")
     print(f"{records} records checked, {len(problems)} problems")

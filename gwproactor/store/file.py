@@ -4,13 +4,13 @@ Directory layout (``docs/store.rst`` explains it at length)::
 
     LOCK                    flock()ed while a store has the directory open
     seg-0000000001.log      event records (kind 1), appended in order; a new segment starts at open
-    seg-0000000001.ack      ack records (kind 2) naming the offset of an event record in seg-…1.log
+    seg-0000000001.ack      ack records (kind 2) naming an event record of seg-…1.log (segment, offset, id)
     received.log            the received-id window (kind 3)
     set-aside/              what recovery or set_aside() took out of the log, for inspection
     parked/                 events the peer could not accept, one file each, until re-queued
 
 Every record is one frame of :mod:`gwproactor.store._format` (magic, version, kind, length, time, id,
-data, CRC-32).  An event is pending while its segment's ack file holds no ack naming its offset.
+data, CRC-32).  An event is pending while its segment's ack file holds no ack naming its record.
 A segment (``.log`` then ``.ack``) is deleted once every event in it is acked and it is no longer
 the segment being appended to.  Memory holds one index entry per pending id, never payloads.
 
@@ -19,7 +19,9 @@ most once every ``group_ms`` and fires every append of the group after that fsyn
 right after ``write()`` (safe against a process crash, not against a power loss).  fsync runs on the
 reactor thread unless ``fsync_in_thread`` (then only the fsync runs, one batch at a time, in a
 thread of the store's own; the :class:`~gwproactor.proactor.Proactor` opens its store that way).
-The received-id window (``received.log``) is synced by the same commits.
+The received-id window (``received.log``) is synced by the same commits (:mod:`gwproactor.store._commit`).
+An OS error fails exactly the appends it concerns, with :class:`~gwproactor.errors.StoreWriteError`,
+and the store goes on working once the condition clears (``docs/store.rst``, "When the system fails").
 """
 
 from __future__ import annotations
@@ -28,19 +30,17 @@ import errno
 import fcntl
 import json
 import os
-import queue
 import stat
-import threading
 import time
 from typing import Any
 from collections.abc import Callable
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gwproactor.errors import CorruptRecord, EventNotFound, StoreClosed, StoreError, StoreFull
+from gwproactor.errors import CorruptRecord, EventNotFound, StoreClosed, StoreError, StoreFull, StoreReadError
 from gwproactor.interfaces import IEventStore
 from gwproactor.store import _format
 from gwproactor.store._common import (
@@ -52,9 +52,12 @@ from gwproactor.store._common import (
     ProblemCallback,
     StoreLocked,
     StoreWriteError,
+    SysCalls,
     check_choice,
     report_problem,
+    undo_partial_write,
 )
+from gwproactor.store._commit import CommitMixin, FsyncThread
 from gwproactor.store._parked import ParkedArea
 from gwproactor.store._received import FileReceivedIds
 from gwproactor.store._recovery import RecoveryMixin, Segment
@@ -147,59 +150,9 @@ def _lock_holder(fd: int) -> int | None:
         return None
 
 
-class FsyncThread:
-    """One daemon thread that runs a store's fsync batches (``FileEventStore.open(fsync_in_thread=True)``).
-
-    The store's own thread rather than the reactor's pool: an application whose blocking calls
-    fill the reactor's pool cannot delay durability, and the thread being a daemon means a store
-    that is never closed cannot keep the process from exiting (a batch only fsyncs duplicated
-    descriptors, so stopping half-way loses nothing that a crash would not).  A plain queue and
-    ``callFromThread`` rather than a Twisted ``ThreadPool``: a commit is one handoff each way, and
-    the reactor thread runs as little code for it as possible.
-
-    :param reactor: provides ``callFromThread`` (results come back on the reactor thread).
-    """
-
-    def __init__(self, reactor: Any, name: str = "gwproactor-fsync") -> None:
-        self._reactor = reactor
-        self._name = name
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, batch: Callable[[], list]) -> Deferred:
-        """Run ``batch()`` in the thread; the Deferred fires on the reactor thread with its result."""
-        d: Deferred = Deferred()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-        self._queue.put((batch, d))
-        return d
-
-    def _run(self) -> None:
-        call_from_thread = self._reactor.callFromThread
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch, d = job
-            try:
-                result = batch()
-            except BaseException as e:  # reported by the store as a failed batch
-                call_from_thread(d.errback, e)
-            else:
-                call_from_thread(d.callback, result)
-
-    def stop(self) -> None:
-        """Let the thread finish what it runs and end it (joins it)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
-
-
 @implementer(IEventStore)
 @attrs.define(eq=False)
-class FileEventStore(BoundedStore, RecoveryMixin):
+class FileEventStore(BoundedStore, RecoveryMixin, CommitMixin):
     """:class:`~gwproactor.interfaces.IEventStore` on disk; see the module docstring for the format.
 
     Construct it with :meth:`open` (recovery runs synchronously, before the reactor matters).
@@ -217,10 +170,11 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     :param on_problem: ``on_problem(summary, details)``: full policies, recovery, I/O errors.
     :param fsync: the fsync function (tests inject a counting one).
     :param fsync_runner: None (default) to fsync on the reactor thread; else
-        ``fsync_runner(f) -> Deferred`` runs the zero-argument batch function ``f`` (which only calls
-        ``fsync`` on duplicated descriptors) elsewhere.  At most one batch is outstanding; appends
-        wait for the batch that started after their write.  ``open(fsync_in_thread=True)`` uses a
-        :class:`FsyncThread`, which ``close()`` stops.
+        ``fsync_runner(f) -> Deferred`` runs the zero-argument function ``f`` elsewhere: a batch
+        (which only calls ``fsync`` on duplicated descriptors) or the rewrite of the received-id
+        window (which writes, fsyncs and closes ``received.tmp`` only).  At most one batch is
+        outstanding; appends wait for the batch that started after their write.
+        ``open(fsync_in_thread=True)`` uses a :class:`FsyncThread`, which ``close()`` stops.
     :param received_window: size of :attr:`received`, the persisted received-id window.
     """
 
@@ -235,6 +189,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
     _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
     _fsync_runner: Callable[[Callable[[], list]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
+    _calls: SysCalls = attrs.field(factory=SysCalls, alias="_calls")  # private seam: tests inject OS errors
     _fsync_thread: FsyncThread | None = attrs.field(init=False, default=None)
     received: FileReceivedIds | None = attrs.field(init=False, default=None)
     """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
@@ -245,6 +200,9 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     _active_broken: bool = attrs.field(init=False, default=False)
     _next_number: int = attrs.field(init=False, default=1)
     _lock_fd: int | None = attrs.field(init=False, default=None)
+    _dir_fd: int | None = attrs.field(init=False, default=None)  # held open: a directory fsync needs no new fd
+    _new_segments: set = attrs.field(init=False, factory=set)  # created since the last directory fsync
+    _dup_failing: bool = attrs.field(init=False, default=False)
     _waiters: list = attrs.field(init=False, factory=list)
     _group_ids: set = attrs.field(init=False, factory=set)
     _group_call: object = attrs.field(init=False, default=None)
@@ -276,11 +234,14 @@ class FileEventStore(BoundedStore, RecoveryMixin):
              full_policy: str = "drop_oldest", on_problem: ProblemCallback | None = None,
              fsync: Callable[[int], None] = os.fsync, fsync_in_thread: bool = False,
              fsync_runner: Callable[[Callable[[], list]], Deferred] | None = None,
-             received_window: int = DEFAULT_WINDOW, wall: Callable[[], float] = time.time) -> FileEventStore:
+             received_window: int = DEFAULT_WINDOW, wall: Callable[[], float] = time.time,
+             _calls: SysCalls | None = None) -> FileEventStore:
         """Open (creating if needed) and recover the store in ``directory``.
 
         Never refuses to start because of what is in the directory: unreadable entries and corrupt
         records are moved or copied into ``set-aside/`` and reported through ``on_problem``.
+        ``_calls`` (private) replaces the ``open`` / ``write`` / ``dup`` calls of the write path
+        (:class:`~gwproactor.store._common.SysCalls`): tests inject OS errors through it.
 
         :raises StoreLocked: if another open store holds the directory.
         :raises ValueError: for bad settings.
@@ -296,12 +257,13 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             fsync_runner = thread = FsyncThread(clock)
         self = cls(directory=directory, clock=clock, wall=wall, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
                    max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem, fsync=fsync,
-                   fsync_runner=fsync_runner)
+                   fsync_runner=fsync_runner, _calls=_calls if _calls is not None else SysCalls())
         self._fsync_thread = thread
         os.makedirs(directory, exist_ok=True)
         self._make_room_for(LOCK_NAME, stat.S_ISREG)
         self._lock()
         try:
+            self._dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
             self._make_room_for(SET_ASIDE_DIR, stat.S_ISDIR)
             os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
             self._make_room_for(PARKED_DIR, stat.S_ISDIR)
@@ -312,8 +274,12 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             self._recover()
             self.received = FileReceivedIds.open(directory, clock=clock, wall=wall, window=received_window, sync=sync,
                                                  group_ms=group_ms, fsync=fsync, on_problem=on_problem,
-                                                 on_dirty=self._received_dirty)
+                                                 on_dirty=self._received_dirty, runner=fsync_runner,
+                                                 _calls=self._calls)
         except BaseException:
+            for seg in self._segments.values():
+                self._close_fds(seg)
+            self._close_dir_fd()
             self._unlock()
             if thread is not None:
                 thread.stop()
@@ -368,21 +334,26 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _close_dir_fd(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
     # --- IEventStore ----------------------------------------------------------
 
     def append(self, event_id: str, payload: bytes) -> Deferred:
         """Store ``payload`` under ``event_id``; the Deferred fires when durable under the sync policy.
 
         Errbacks with StoreFull (``reject_new`` at the bound, or a record larger than the bound),
-        StoreClosed, StoreWriteError (the write failed; the event is not stored) or StoreError (an
-        id longer than 65535 UTF-8 bytes).
+        StoreClosed, StoreWriteError (opening a segment, the write or the fsync failed: the event is
+        not pending, append it again later) or StoreError (an id longer than 65535 UTF-8 bytes).
         """
         if self._closed:
             return fail(StoreClosed("append on a closed event store"))
         if event_id in self._index:
             if event_id in self._group_ids:
                 d = Deferred()
-                self._waiters.append((d, event_id))
+                self._waiters.append((d, event_id, self._index.get(event_id)[0]))
                 return d
             return succeed(event_id)
         now = self._wall()
@@ -391,15 +362,23 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         except ValueError as e:
             return fail(StoreError(f"event {event_id[:80]!r} cannot be stored: {e}"))
         size = len(frame)
-        if not self._make_room(event_id, size):
+        if self._rejects(size):
+            self._make_room(event_id, size)  # counts and reports the rejection
             return fail(StoreFull(f"event store full ({self._pending_bytes} of {self._max_bytes} bytes pending); "
                                   f"event {event_id} rejected"))
         try:
             seg = self._segment_for(size)
-            self._write_all(seg.fd, frame)
         except OSError as e:
-            self._active_broken = True
-            return fail(self._io_error("append", self._active.log_path if self._active else self._directory, e))
+            return fail(self._io_error("segment open", e.filename or self._directory, e))
+        try:
+            self._calls.write_all(seg.fd, frame)
+        except OSError as e:
+            # Nothing of the record may stay behind: cut the file back; if that fails too (or the disk
+            # itself is failing), the next append starts a new segment.
+            if not undo_partial_write(seg.fd, seg.size) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._active_broken = True
+            return fail(self._io_error("append", seg.log_path, e))
+        self._make_room(event_id, size)  # drop_oldest only now: a failed write drops nothing
         self._index[event_id] = (seg.number, seg.size, size, now)
         seg.size += size
         seg.live += 1
@@ -410,17 +389,25 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         self._dirty.add(seg)
         if self._sync == "never":
             return succeed(event_id)
-        if self._sync == "always" and self._fsync_runner is None:
-            error = self._sync_dirty()
-            return succeed(event_id) if error is None else fail(error)
         d = Deferred()
-        self._waiters.append((d, event_id))
+        if self._sync == "always" and self._fsync_runner is None:
+            self._finish_group([(d, event_id, seg.number)], self._sync_dirty())
+            return d
+        self._waiters.append((d, event_id, seg.number))
         self._group_ids.add(event_id)
         if self._sync == "always":
             self._commit()
         else:
             self._schedule_commit()
         return d
+
+    def _unpend(self, event_id: str, number: int) -> None:
+        """An append into segment ``number`` failed: its event is no longer pending (its record gets an ack)."""
+        entry = self._index.get(event_id)
+        if entry is None or entry[0] != number:
+            return  # acked or dropped meanwhile
+        del self._index[event_id]
+        self._forget(event_id, entry, sync=False)
 
     def pending_ids(self) -> list[str]:
         """Return the pending ids, oldest first."""
@@ -435,12 +422,17 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         return entry, self._segments[entry[0]]
 
     def read(self, event_id: str) -> bytes:
-        """Read a pending event's payload from disk; raise EventNotFound / CorruptRecord / StoreClosed."""
+        """Read a pending event's payload from disk; raise EventNotFound / CorruptRecord / StoreClosed.
+
+        An OS error (out of descriptors even after closing the ones this store caches, EIO) raises
+        :class:`~gwproactor.errors.StoreReadError`, a CorruptRecord whose record may be intact.
+        """
         (_, offset, size, _), seg = self._locate(event_id)
         try:
             raw = os.pread(self._read_fd(seg), size, offset)
         except OSError as e:
-            raise CorruptRecord(f"event {event_id} in {seg.log_path} at {offset} cannot be read: {e}") from e
+            raise StoreReadError(f"event {event_id} in {seg.log_path} at {offset} cannot be read now: {e}",
+                                 errno=e.errno) from e
         rec = _format.parse_at(raw, memoryview(raw), 0)
         if rec is None or rec.size != size or rec.kind != _format.KIND_EVENT or rec.event_id != event_id:
             raise CorruptRecord(f"event {event_id} in {seg.log_path} at {offset} failed its checks "
@@ -566,21 +558,32 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         }
 
     def close(self) -> Deferred:
-        """Fsync what was written (under every policy), fire waiting appends, close every file, release the lock."""
+        """Fsync what was written (under every policy), fire waiting appends, close every file, release the lock.
+
+        Waits for an fsync batch or a compaction of the received-id window still running in the thread.
+        """
         if self._closed:
             return succeed(None)
         if self._group_call is not None and self._group_call.active():
             self._group_call.cancel()
         self._group_call = None
         self._closed = True
+        waits = []
         if self._fsync_busy:
-            idle = Deferred()
+            idle: Deferred = Deferred()
             self._idle_waiters.append(idle)
-            return idle.addCallback(lambda _: self._finish_close())
+            waits.append(idle)
+        if self.received is not None and self.received.compacting:
+            waits.append(self.received.when_idle())
+        if waits:
+            return gatherResults(waits).addCallback(lambda _: self._finish_close())
         return self._finish_close()
 
     def _finish_close(self) -> Deferred:
         self._fsync_runner = None  # the last commit runs here, on this thread
+        for seg in list(self._segments.values()):
+            if seg.unwritten:
+                self._write_ack(seg, None, None, sync=False)  # a last try for the acks that failed
         self._commit()
         active = self._active
         self._active = None
@@ -590,6 +593,7 @@ class FileEventStore(BoundedStore, RecoveryMixin):
             self._close_fds(seg)
         if self.received is not None:
             self.received.close()
+        self._close_dir_fd()
         self._unlock()
         if self._fsync_thread is not None:
             self._fsync_thread.stop()
@@ -602,82 +606,90 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         if self._closed:
             raise StoreClosed("the event store is closed")
 
-    @staticmethod
-    def _write_all(fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    def _io_error(self, what: str, path: str, e: BaseException) -> StoreWriteError:
+        """Count and report a failed OS call; return the StoreWriteError for whatever it fails.
 
-    def _io_error(self, what: str, path: str, e: OSError) -> StoreWriteError:
+        The summary is constant per ``what`` (the proactor rate-limits problems by summary); the
+        details and the message name the file and the error.
+        """
         self._write_errors += 1
         report_problem(self._on_problem, f"event store {what} failed", f"{path}: {e}")
-        return StoreWriteError(f"event store {what} failed on {path}: {e}")
+        return StoreWriteError(f"event store {what} failed on {path}: {e}", errno=getattr(e, "errno", None),
+                               path=path)
 
     def _segment_for(self, size: int) -> Segment:
+        """The segment to append ``size`` bytes to (a new one when needed).
+
+        :raises OSError: if a new segment cannot be created (nothing changed but the old one's retirement).
+        """
         seg = self._active
         if seg is not None and not self._active_broken and (seg.size == 0 or seg.size + size <= self._segment_bytes):
             return seg
         if seg is not None:
             self._retire(seg)
         number = self._next_number
-        self._next_number += 1
         seg = Segment(number, self._path(segment_name(number, "log")), self._path(segment_name(number, "ack")))
-        seg.fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        seg.fd = self._calls.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._next_number += 1
         self._read_fds += 1
         self._segments[number] = seg
         self._active = seg
         self._active_broken = False
         if self._sync != "never":
-            if self._fsync_runner is None:
-                self._fsync_directory()
-            else:
-                self._directory_dirty = True  # synced in the next batch, before its appends fire
+            # Synced by the commit that makes its first records durable, before their appends fire.
+            self._directory_dirty = True
+            self._new_segments.add(number)
         return seg
 
     def _retire(self, seg: Segment) -> None:
-        """Stop appending to ``seg``: fsync what the group has not, close it, delete it if fully acked."""
+        """Stop appending to ``seg``: delete it if fully acked, else close it once no commit needs it."""
         self._active = None
-        if seg.dirty_log and seg.fd is not None and self._sync != "never" and self._fsync_runner is None:
-            try:
-                self._fsync(seg.fd)
-                self._fsyncs += 1
-                seg.dirty_log = False
-            except OSError as e:
-                self._io_error("fsync", seg.log_path, e)
         if seg.live == 0:
             self._delete_segment(seg)
             return
-        if seg.fd is not None and (not seg.dirty_log or self._sync == "never"):
-            seg.dirty_log = False
+        if self._sync == "never":
+            seg.dirty_log = False  # never fsynced; reads reopen it
+        if seg.fd is not None and not seg.dirty_log:
             os.close(seg.fd)
             seg.fd = None
             self._read_fds -= 1
         if not (seg.dirty_log or seg.dirty_ack):
             self._dirty.discard(seg)
 
-    def _fsync_directory(self) -> None:
-        fd = os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._fsync(fd)
-            self._fsyncs += 1
-        except OSError as e:
-            self._io_error("fsync", self._directory, e)
-        finally:
-            os.close(fd)
+    def _synced(self, seg: Segment) -> None:
+        """A commit took over the sync of ``seg``: a retired segment's descriptor is no longer needed."""
+        if seg is not self._active and seg.fd is not None:
+            os.close(seg.fd)
+            seg.fd = None
+            self._read_fds -= 1
+
+    def _close_read_fds(self) -> int:
+        """Close the read descriptors of retired segments that no commit needs; return how many."""
+        closed = 0
+        for other in self._segments.values():
+            if other is not self._active and other.fd is not None and not other.dirty_log:
+                os.close(other.fd)
+                other.fd = None
+                self._read_fds -= 1
+                closed += 1
+        return closed
 
     def _read_fd(self, seg: Segment) -> int:
         if seg.fd is None:
             if self._read_fds >= _MAX_READ_FDS:
-                for other in self._segments.values():
-                    if other is not self._active and other.fd is not None and not other.dirty_log:
-                        os.close(other.fd)
-                        other.fd = None
-                        self._read_fds -= 1
-            seg.fd = os.open(seg.log_path, os.O_RDONLY | os.O_CLOEXEC)
+                self._close_read_fds()
+            flags = os.O_RDONLY | os.O_CLOEXEC
+            try:
+                seg.fd = self._calls.open(seg.log_path, flags)
+            except OSError as e:
+                # Out of descriptors: give back the ones this store caches, then try once more.
+                if e.errno not in (errno.EMFILE, errno.ENFILE) or not self._close_read_fds():
+                    raise
+                seg.fd = self._calls.open(seg.log_path, flags)
             self._read_fds += 1
         return seg.fd
 
-    def _forget(self, event_id: str, entry: tuple) -> None:
+    def _forget(self, event_id: str, entry: tuple, sync: bool = True) -> None:
         """Write the ack of a no-longer-pending event and delete its segment if that was its last one."""
         number, offset, size, _ = entry
         seg = self._segments[number]
@@ -686,22 +698,33 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         if seg.live == 0 and seg is not self._active:
             self._delete_segment(seg)
             return
-        self._write_ack(seg, event_id, offset)
+        self._write_ack(seg, event_id, offset, sync)
 
-    def _write_ack(self, seg: Segment, event_id: str, offset: int) -> None:
-        frame = _format.encode_ack(self._wall(), event_id, offset)
+    def _write_ack(self, seg: Segment, event_id: str | None, offset: int | None, sync: bool = True) -> None:
+        """Append the ack of ``event_id`` (with any acks of ``seg`` that failed before) to its ack file.
+
+        A failure is reported and the ack kept for the segment's next ack (and ``close``): until it is
+        written, a restart would deliver the event again (a duplicate, never a loss).
+        """
+        if event_id is not None:
+            seg.unwritten.append(_format.encode_ack(self._wall(), event_id, offset, seg.number))
+        data = b"".join(seg.unwritten)
         try:
             if seg.ack_fd is None:
-                seg.ack_fd = os.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-            self._write_all(seg.ack_fd, frame)
+                seg.ack_fd = self._calls.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                              0o644)
+            self._calls.write_all(seg.ack_fd, data)
         except OSError as e:
+            if seg.ack_fd is not None:
+                undo_partial_write(seg.ack_fd, seg.ack_size)
             self._io_error("ack write", seg.ack_path, e)
             return
-        seg.ack_size += len(frame)
-        self._disk_bytes += len(frame)
+        seg.unwritten = []
+        seg.ack_size += len(data)
+        self._disk_bytes += len(data)
         seg.dirty_ack = True
         self._dirty.add(seg)
-        if self._sync != "never":
+        if sync and self._sync != "never":
             self._sync_soon()
 
     def _drop_oldest(self) -> int:
@@ -712,6 +735,8 @@ class FileEventStore(BoundedStore, RecoveryMixin):
     def _delete_segment(self, seg: Segment) -> None:
         self._close_fds(seg)
         self._dirty.discard(seg)
+        self._new_segments.discard(seg.number)
+        seg.unwritten = []
         self._segments.pop(seg.number, None)
         for path in (seg.log_path, seg.ack_path):  # log first: a lone ack file is discarded at open
             try:
@@ -730,140 +755,3 @@ class FileEventStore(BoundedStore, RecoveryMixin):
         if seg.ack_fd is not None:
             os.close(seg.ack_fd)
             seg.ack_fd = None
-
-    def _received_dirty(self) -> None:
-        """An id was added to ``received.log``: sync it with the store's commits, like an ack."""
-        if not self._closed:
-            self._sync_soon()
-
-    def _sync_soon(self) -> None:
-        """Something nothing waits for (an ack, a received id) was written: sync it under the policy."""
-        if self._sync == "group":
-            self._schedule_commit()
-        elif self._fsync_runner is None:
-            self._sync_dirty()
-        else:
-            self._commit()
-
-    def _schedule_commit(self) -> None:
-        # "At most every group_ms": an append after a quiet spell is synced on the next
-        # reactor turn (low latency when idle); under load fsyncs are group_ms apart.
-        if self._group_call is None:
-            interval = self._group_ms / 1000.0
-            now = self._clock.seconds()
-            delay = 0.0 if self._last_commit is None else max(0.0, self._last_commit + interval - now)
-            self._group_call = self._clock.callLater(delay, self._commit)
-
-    def _sync_dirty(self) -> StoreWriteError | None:
-        """Fsync every dirty file (the received-id window too, whose failure it reports itself); return the
-        first error of the store's own files."""
-        error = None
-        if self._directory_dirty:
-            self._directory_dirty = False
-            self._fsync_directory()
-        if self.received is not None:
-            self.received.sync_now()
-        for seg in list(self._dirty):
-            for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
-                fd = getattr(seg, fd_name)
-                if getattr(seg, flag) and fd is not None:
-                    try:
-                        self._fsync(fd)
-                        self._fsyncs += 1
-                    except OSError as e:
-                        error = error or self._io_error("fsync", path, e)
-                        if seg is self._active:
-                            self._active_broken = True
-                setattr(seg, flag, False)
-        self._dirty.clear()
-        return error
-
-    def _commit(self) -> None:
-        """End the current group: fsync, then fire (or fail) the Deferreds of its appends."""
-        self._group_call = None
-        self._last_commit = self._clock.seconds()
-        if self._fsync_busy:
-            self._commit_wanted = True
-            return
-        waiters, self._waiters = self._waiters, []
-        self._group_ids = set()
-        received = self.received
-        if self._fsync_runner is None or not (self._dirty or (received is not None and received.dirty)):
-            self._fire(waiters, self._sync_dirty())
-            return
-        jobs = []
-        for seg in self._dirty:
-            for flag, fd_name, path in (("dirty_log", "fd", seg.log_path), ("dirty_ack", "ack_fd", seg.ack_path)):
-                fd = getattr(seg, fd_name)
-                if getattr(seg, flag) and fd is not None:
-                    jobs.append((os.dup(fd), path))
-                setattr(seg, flag, False)
-        self._dirty.clear()
-        if self._directory_dirty:
-            self._directory_dirty = False
-            try:
-                jobs.append((os.open(self._directory, os.O_RDONLY | os.O_CLOEXEC), self._directory))
-            except OSError as e:
-                self._io_error("open", self._directory, e)
-        received_fd = received.dup_for_sync() if received is not None else None
-        if received_fd is not None:
-            jobs.append((received_fd, None))
-        self._fsync_busy = True
-        fsync = self._fsync
-
-        def run_batch() -> list:
-            # Runs in the fsync thread: touches nothing but its own duplicated descriptors.
-            errors = []
-            for fd, path in jobs:
-                try:
-                    fsync(fd)
-                except OSError as e:
-                    errors.append((path, e))
-                finally:
-                    os.close(fd)
-            return errors
-
-        try:
-            d = self._fsync_runner(run_batch)
-        except Exception as e:  # the runner could not even start (e.g. thread pool stopped)
-            for fd, _ in jobs:
-                os.close(fd)
-            d = fail(e)
-        d.addBoth(self._batch_done, len(jobs), waiters, received_fd is not None)
-
-    def _batch_done(self, result, count: int, waiters: list, with_received: bool = False) -> None:
-        self._fsync_busy = False
-        error = None
-        if not isinstance(result, list):  # the runner itself failed: nothing was synced
-            error = self._io_error("fsync", "fsync batch", result.value)
-            self._active_broken = True
-            if with_received:
-                self.received.sync_failed(result.value)
-        else:
-            received_ok = with_received
-            for path, e in result:
-                if path is None:  # received.log: its failure is reported but fails no append
-                    received_ok = False
-                    self.received.sync_failed(e)
-                    continue
-                error = error or self._io_error("fsync", path, e)
-                self._active_broken = True
-            if received_ok:
-                self.received.synced()
-            self._fsyncs += count - len(result) - (1 if received_ok else 0)
-        self._fire(waiters, error)
-        if not self._closed and (self._commit_wanted or (self._sync == "always" and self._waiters)):
-            self._commit_wanted = False
-            self._commit()
-        if not self._fsync_busy:
-            idle, self._idle_waiters = self._idle_waiters, []
-            for d in idle:
-                d.callback(None)
-
-    @staticmethod
-    def _fire(waiters: list, error: Exception | None) -> None:
-        for d, event_id in waiters:
-            if error is None:
-                d.callback(event_id)
-            else:
-                d.errback(error)
