@@ -266,3 +266,36 @@ def test_batching_is_negotiated_again_after_a_flap() -> None:
     p.clock.advance(5)
     p.turn(20)
     assert link.is_active and link.peer_accepts_batches
+
+
+def test_a_read_error_keeps_the_event_pending_instead_of_setting_it_aside() -> None:
+    """An OS error reading a stored event (StoreReadError) keeps it pending; it goes after the next activation."""
+    from gwproactor.errors import StoreReadError
+
+    p = Pair(batch_max=0, parent_batch_max=0)
+    p.start()
+    p.turn(20)
+    p.child.outbox.deactivated()
+    p.child.generate_event(event(SCADA1, 0))
+    store = p.child.store
+    failing = {"on": True}
+
+    class FailingReads:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def read(self, event_id: str) -> bytes:
+            if failing["on"]:
+                raise StoreReadError("EMFILE while reading")
+            return store.read(event_id)
+
+    p.child.outbox.store = FailingReads()
+    p.child.outbox.activated()
+    p.turn(10)
+    assert p.child.outbox.stats.read_errors >= 1 and p.child.outbox.stats.set_aside == 0
+    assert len(store.pending_ids()) >= 1  # event 0 (and the problem events about it) kept
+    failing["on"] = False
+    p.child.outbox.deactivated()
+    p.child.outbox.activated()
+    p.turn(10)
+    assert summaries(p.parent) == ["event 0"] and store.pending_ids() == []

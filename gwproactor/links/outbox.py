@@ -33,7 +33,16 @@ import attrs
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gwproactor.errors import AckTimeout, CorruptRecord, DecodeError, EventNotFound, LinkDown, NotConnectedError, PublishFailed
+from gwproactor.errors import (
+    AckTimeout,
+    CorruptRecord,
+    DecodeError,
+    EventNotFound,
+    LinkDown,
+    NotConnectedError,
+    PublishFailed,
+    StoreReadError,
+)
 
 __all__ = ["PRIORITIES", "Outbox", "OutboxStats"]
 
@@ -100,6 +109,8 @@ class OutboxStats:
     """Events sent again while the link stayed active (their ack timed out; later events were acked)."""
     parked: int = 0
     """Events parked after ``park_after`` unacked attempts while later events were acked."""
+    read_errors: int = 0
+    """Stored events that an OS error kept from being read (kept pending, sent after the next activation)."""
     expired: int = 0
     """Stored events dropped unsent because they outlived their type's ``TTL_S``."""
     set_aside: int = 0
@@ -330,6 +341,9 @@ class Outbox:
             except EventNotFound:
                 self._skipped(event_id)
                 continue
+            except StoreReadError as e:
+                self._unreadable_now(event_id, e)
+                continue
             except CorruptRecord as e:
                 self._set_aside(event_id, f"unreadable: {e}")
                 continue
@@ -374,6 +388,9 @@ class Outbox:
         except EventNotFound:
             self._skipped(event_id)
             return  # acked or dropped meanwhile
+        except StoreReadError as e:
+            self._unreadable_now(event_id, e)
+            return
         except CorruptRecord as e:
             self._set_aside(event_id, f"unreadable: {e}")
             return
@@ -436,6 +453,17 @@ class Outbox:
         )
         self.pump()
 
+    def _unreadable_now(self, event_id: str, error: Exception) -> None:
+        """An OS error kept a stored event from being read: it may be intact, so it stays pending.
+
+        It is not sent in this active period (so the pump cannot spin on it); the next activation
+        loads it from the store again.
+        """
+        self._skipped(event_id)
+        self.stats.read_errors += 1
+        self.log.error("stored event {event_id} could not be read now: {error}", event_id=event_id, error=str(error))
+        self.on_problem("error", "stored event could not be read", f"event {event_id}: {error}; kept, sent later")
+
     def _expire(self, event_id: str, type_name: str) -> None:
         """Drop a stored event that outlived its TTL (reported once per pump, with counts by type)."""
         self._skipped(event_id)
@@ -467,7 +495,8 @@ class Outbox:
         self.stats.set_aside += 1
         self.store.set_aside(event_id, reason)
         self.log.error("stored event {event_id} set aside: {reason}", event_id=event_id, reason=reason)
-        self.on_problem("error", f"stored event {event_id} set aside", reason)
+        # A constant summary, so the problem rate limit holds even if every stored event is unreadable.
+        self.on_problem("error", "stored event set aside", f"event {event_id}: {reason}")
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready view for stats."""
