@@ -88,7 +88,9 @@ async def run_alarm_through_backlog(
 ) -> ConstrainedResult:
     """Drain ``events`` stored readings through the shaped link; an alarm is generated after ``alarm_after`` of them."""
     proxy = make_proxy("127.0.0.1", broker.port)
-    timing = dict(ack_timeout_s=max(5.0, 4 * latency + 2.0), heartbeat_s=5.0, receive_deadline_s=60.0)
+    # On a slow link an ack waits behind everything in flight: a window of uncompressed batch frames
+    # (2 frames of ~19 kB at 8,000 bytes/s) takes ~5 s to leave, so the 5 s default would time out and resend.
+    timing = dict(ack_timeout_s=30.0, heartbeat_s=5.0, receive_deadline_s=90.0)
     child = _make(Proactor, proxy.endpoint(), tmp, CHILD, "s",
                   LinkSettings(peer_long_name=PARENT, peer_short_name="a", upstream=True, window=window,
                                compress=compress, **timing))
