@@ -14,27 +14,7 @@ from twisted.internet.task import Clock
 
 from gwproactor.store import FileEventStore, FileReceivedIds
 from gwproactor.store._scan import scan_received
-
-
-class ManualRunner:
-    """An fsync_runner whose jobs run only when the test says so (the store's thread, by hand)."""
-
-    def __init__(self) -> None:
-        self.jobs: list = []
-
-    def __call__(self, job):
-        d: Deferred = Deferred()
-        self.jobs.append((job, d))
-        return d
-
-    def run_next(self) -> None:
-        job, d = self.jobs.pop(0)
-        try:
-            result = job()
-        except BaseException as e:
-            d.errback(e)
-        else:
-            d.callback(result)
+from tests.test_store_oserrors import ManualRunner
 
 
 class PathFsync:
