@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from gwproactor.store import FileEventStore, FileReceivedIds
