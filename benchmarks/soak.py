@@ -33,7 +33,7 @@ from twisted.internet import defer, task
 
 from gwproactor.ops import ReactorLag
 from gwproactor_test.broker import PrivateBroker, free_port
-from gwproactor_test.process import ProactorProcess
+from gwproactor_test.process import ProactorProcess, ProcessStartError
 from gwproactor_test.proxy import FaultProxy
 
 from _machine import machine_info  # benchmarks/ is on sys.path when a script runs from it
@@ -191,6 +191,7 @@ class Soak:
         self.own_lag = ReactorLag(reactor, interval_s=0.1)
         self.busy_fault: str | None = None
         self._seen = {"child": 0, "parent": 0}
+        self.start_failures: list[dict[str, Any]] = []
 
     def now(self) -> float:
         return round(self.reactor.seconds() - self.t0, 3)
@@ -315,7 +316,7 @@ class Soak:
             elif kind == "kill9":
                 record["killed_pid"] = self.child.pid
                 await self.child.kill()
-                await self.child.start()
+                record["start_attempts"] = await self.start_child()
                 record["new_pid"] = self.child.pid
             else:
                 raise ValueError(kind)
@@ -328,6 +329,19 @@ class Soak:
         self.faults.append(record)
         print(f"[{record['t']:8.1f}] fault {json.dumps(record)}", file=sys.stderr, flush=True)
         return record
+
+    async def start_child(self, attempts: int = 5) -> int:
+        """Start the child; a start that is not ready in time (a stalled machine) is killed and retried."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.child.start()
+                return attempt
+            except ProcessStartError as e:
+                self.start_failures.append({"t": self.now(), "attempt": attempt, "error": str(e).splitlines()[0]})
+                print(f"[{self.now():8.1f}] child start failed (attempt {attempt}): {str(e).splitlines()[0]}",
+                      file=sys.stderr, flush=True)
+                await self.child.kill()
+        raise RuntimeError(f"the child did not start in {attempts} attempts")
 
     async def _child_active(self) -> bool:
         stats = await self.http.stats(self.child_port, timeout=2)
@@ -353,9 +367,9 @@ class Soak:
         self.proxy = FaultProxy(self.broker.host, self.broker.port, reactor=self.reactor)
         await self.proxy.start()
         self.parent = ProactorProcess("_soak_apps:SoakParent", self.parent_env(), self.tmp / "parent-proc",
-                                      reactor=self.reactor)
+                                      reactor=self.reactor, start_timeout=60.0)
         self.child = ProactorProcess("_soak_apps:SoakChild", self.child_env(), self.tmp / "child-proc",
-                                     reactor=self.reactor)
+                                     reactor=self.reactor, start_timeout=60.0)
         result: dict[str, Any] = {
             "benchmark": "soak",
             "settings": {**vars(args), "child_app": "_soak_apps:SoakChild (DemoChild + lag probe)",
@@ -373,8 +387,18 @@ class Soak:
             self.own_lag.start()
             self.t0 = self.reactor.seconds()
             end = self.t0 + args.minutes * 60
-            await defer.gatherResults([defer.Deferred.fromCoroutine(self.sampler(end)),
-                                       defer.Deferred.fromCoroutine(self.faulter(end))])
+            try:
+                await defer.gatherResults([defer.Deferred.fromCoroutine(self.sampler(end)),
+                                           defer.Deferred.fromCoroutine(self.faulter(end))], consumeErrors=True)
+            except Exception as e:  # keep what was measured; still drain and check delivery
+                failure = e.subFailure if isinstance(e, defer.FirstError) else None
+                result["error"] = {"t": self.now(), "error": repr(failure.value if failure else e)}
+                print(f"[{self.now():8.1f}] soak phase aborted: {result['error']}", file=sys.stderr, flush=True)
+                self.proxy.resume()
+                if not self.broker.running:
+                    await self.broker.start()
+                if not self.child.running:
+                    await self.start_child()
             result["generation_stopped_t"] = self.now()
             os.kill(self.child.pid, signal.SIGUSR1)
 
@@ -401,6 +425,7 @@ class Soak:
         self.child_status.new()
         self.parent_status.new()
         result["faults"] = self.faults
+        result["child_start_failures"] = self.start_failures
         result["samples"] = self.samples
         result["delivery"] = self.delivery()
         result["summary"] = self.summary(result["delivery"])
@@ -492,11 +517,18 @@ class Soak:
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="gwp-soak-"))
+    if args.directory:  # continue an earlier run's stores and record files
+        tmp = Path(args.directory).absolute()
+        for sub in ("broker", "child-proc", "parent-proc"):
+            for f in (tmp / sub).glob("*"):
+                if f.is_file() and f.name in ("ready", "mosquitto.conf"):
+                    f.unlink()
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="gwp-soak-"))
     soak = Soak(reactor, args, tmp)
     result = await soak.run()
     print(json.dumps(result, indent=1))
-    ok = result["summary"]["exactly_once"] and result.get("drained")
+    ok = result["summary"]["exactly_once"] and result.get("drained") and "error" not in result
     return 0 if ok else 1
 
 
@@ -523,5 +555,8 @@ if __name__ == "__main__":
     parser.add_argument("--sample-every-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=120.0)
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
+    parser.add_argument("--directory", default=None,
+                        help="continue in an earlier run's directory (its stores and record files); with "
+                             "--minutes 0: restart the pair, drain and check delivery over the whole record")
     parsed = parser.parse_args()
     task.react(_react, [parsed])
