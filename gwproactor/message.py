@@ -1,4 +1,4 @@
-"""Envelope, payloads, JSON codec and topic scheme of the gridworks wire format (see ``WIRE.md``).
+"""Envelope, payloads, JSON codec and topic scheme of the gridworks wire format (topics, envelope and payloads: ``docs/migration.rst`` and ``docs/interop_4x.rst``).
 
 The implementation lives in :mod:`gwproactor.messages`; import from here.
 """

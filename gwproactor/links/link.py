@@ -139,7 +139,7 @@ class Link(Service):
     """One peer (long and short name) reached over one broker connection.
 
     Subscribes ``gw/<peer long>/to/<own short>/#`` and publishes to
-    ``gw/<own long>/to/<peer short>/<type>`` (dots dashed, see ``WIRE.md``).
+    ``gw/<own long>/to/<peer short>/<type>`` (every dot written as a dash).
 
     :param name: the link's name (``PeerName`` of its comm events).
     :param own_long_name: this process's long name (``Src`` of what it sends).
