@@ -11,11 +11,12 @@ import pytest
 import pytest_twisted
 import treq
 
-from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, StoreSettings
+from gwproactor.config import LinkSettings
 from gwproactor.demo.apps import Reading
 from gwproactor.links.machine import LinkState
 from gwproactor.ops.lag import ReactorLag
 from gwproactor.proactor import Proactor
+from tests.test_live_links import proactor
 from gwproactor.web.metrics import MISSING_EXTRA
 from gwproactor.web.server import WebService, make_site
 from gwproactor_test.wait import await_for
@@ -32,14 +33,7 @@ def _reactor() -> Any:
 
 
 def _proactor(broker: Any, tmp: Path, long: str, short: str, links: dict[str, LinkSettings]) -> Proactor:
-    settings = ProactorSettings(
-        long_name=long,
-        short_name=short,
-        brokers={"default": BrokerSettings(endpoint=broker.endpoint())},
-        links=links,
-        store=StoreSettings(directory=tmp / f"store-{short}"),
-    )
-    return Proactor(settings, reactor=_reactor())
+    return proactor(Proactor, broker, tmp, long, short, links)
 
 
 async def scrape(url: str, accept: bytes | None = None) -> tuple[int, bytes, bytes]:

@@ -17,9 +17,10 @@ import pytest_twisted
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, StoreSettings
+from gwproactor.config import LinkSettings
 from gwproactor.demo.apps import Reading
 from gwproactor.proactor import Proactor
+from tests.test_live_links import proactor
 from gwproactor.web.server import WebService, make_site
 from gwproactor_test.wait import await_for
 
@@ -100,14 +101,7 @@ def link_row(name: str) -> str:
 
 
 def _proactor(broker: Any, tmp: Path, long: str, short: str, links: dict[str, LinkSettings]) -> Proactor:
-    settings = ProactorSettings(
-        long_name=long,
-        short_name=short,
-        brokers={"default": BrokerSettings(endpoint=broker.endpoint())},
-        links=links,
-        store=StoreSettings(directory=tmp / f"store-{short}"),
-    )
-    return Proactor(settings, reactor=_reactor())
+    return proactor(Proactor, broker, tmp, long, short, links)
 
 
 @pytest.mark.live
