@@ -18,8 +18,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from gwproactor.links.link import COMPRESSED_BATCH_TYPE
-from gwproactor.message import Event, EventBatch
+from gwproactor.message import COMPRESSED_BATCH_TYPE, Event, EventBatch
 
 __all__ = ["InstrumentCounts", "InstrumentedMixin", "LogCapture", "instrumented"]
 

@@ -9,7 +9,6 @@ comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces
 from __future__ import annotations
 
 import json
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import AckTimeout, DecodeError, LinkDown, NotConnectedError, PublishFailed, TopicError
+from gwproactor.errors import AckTimeout, DecodeError, FrameTooLarge, LinkDown, NotConnectedError, PublishFailed, TopicError
 from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
 from gwproactor.links.liveness import Liveness
@@ -28,7 +27,11 @@ from gwproactor.ops.counters import BoundedCounter
 from gwproactor.ops.problems import RateLimiter
 from gwproactor.links.machine import PEER_HEARD_STATES, AckEvidence, LinkInput, LinkMachine, LinkState, Transition
 from gwproactor.message import (
+    BATCH_CAPABILITY,
+    COMPRESSED_BATCH_TYPE,
+    ZLIB_CAPABILITY,
     Ack,
+    BatchFrameEncoder,
     EventBatch,
     Hello,
     Message,
@@ -36,22 +39,18 @@ from gwproactor.message import (
     dashed,
     make_ack,
     make_message,
+    compress_batch_frame,
+    inflate_batch_frame,
     parse_topic,
     subscription_filter,
     topic_for,
     will_topic,
 )
 
-__all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawFrame"]
-
-#: The capability a peer announces in its :class:`~gwproactor.message.Hello` when it accepts event batches.
-BATCH_CAPABILITY = "batch1"
-
-#: The capability of a peer that accepts zlib-compressed batch frames (``gwproactor.batch.z`` topics).
-ZLIB_CAPABILITY = "zlib1"
-
-#: The topic message type of a compressed batch frame (its payload is the zlib-compressed envelope).
-COMPRESSED_BATCH_TYPE = "gwproactor.batch.z"
+# BATCH_CAPABILITY, ZLIB_CAPABILITY and COMPRESSED_BATCH_TYPE live with the batch frames in the codec
+# (gwproactor.messages); they stay importable from here.
+__all__ = ["BATCH_CAPABILITY", "COMPRESSED_BATCH_TYPE", "ZLIB_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats",
+           "RawFrame"]
 
 #: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
 CAPABILITIES_FIELD = "Capabilities"
@@ -199,10 +198,7 @@ class Link(Service):
         self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
 
-        self._batch_prefix = (
-            '{"Header":{"Src":%s,"Dst":%s,"MessageType":"gwproactor.batch","MessageId":'
-            % (json.dumps(own_long_name), json.dumps(peer_short_name))
-        ).encode()
+        self._batch_frames = BatchFrameEncoder(own_long_name, peer_short_name)
         self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
@@ -482,20 +478,15 @@ class Link(Service):
 
     def _decompress(self, topic: str, payload: bytes) -> bytes | None:
         """Inflate a compressed batch frame, never past ``max_frame_bytes`` (a small frame may inflate hugely)."""
-        inflater = zlib.decompressobj()
         try:
-            data = inflater.decompress(payload, self.max_frame_bytes + 1)
-        except zlib.error as e:
-            self.stats.decode_errors += 1
-            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: not zlib data: {e}")
-            return None
-        if len(data) > self.max_frame_bytes or inflater.unconsumed_tail:
+            return inflate_batch_frame(payload, self.max_frame_bytes)
+        except FrameTooLarge as e:
             self.stats.oversized += 1
-            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: inflates past max_frame_bytes ({self.max_frame_bytes}); dropped")
-            return None
-        return data
+            self._bad_frame("oversized", f"oversized frame on link {self.link_name}", f"topic {_cut(topic)}: {e}")
+        except DecodeError as e:
+            self.stats.decode_errors += 1
+            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}", f"topic {_cut(topic)}: {e}")
+        return None
 
     def _reject(self, topic: str, why: str) -> None:
         self.stats.rejected += 1
@@ -575,20 +566,12 @@ class Link(Service):
         The frame is assembled from the stored bytes without decoding them.  The
         Deferred fires on the peer's ack of ``batch_id``, like :meth:`send`.
         """
-        data = b"".join(
-            (
-                self._batch_prefix,
-                b'"%s","AckRequired":true,"TypeName":"gridworks.header","Version":"001"},' % batch_id.encode(),
-                b'"Payload":{"BatchId":"%s","Events":[' % batch_id.encode(),
-                b",".join(stored_events),
-                b'],"TypeName":"gwproactor.batch"},"TypeName":"gw"}',
-            )
-        )
+        data = self._batch_frames.encode(batch_id, stored_events)
         header = make_message(self.own_long_name, self.peer_short_name, EventBatch(batch_id=batch_id),
                               ack_required=True, message_id=batch_id).header
         if self.compress and ZLIB_CAPABILITY in self.peer_capabilities:
             self.stats.compressed_batches_sent += 1
-            return self.send_message(RawFrame(header, zlib.compress(data), COMPRESSED_BATCH_TYPE))  # type: ignore[arg-type]
+            return self.send_message(RawFrame(header, compress_batch_frame(data), COMPRESSED_BATCH_TYPE))  # type: ignore[arg-type]
         return self.send_message(RawFrame(header, data))  # type: ignore[arg-type]
 
     def _publish(self, message: Message) -> Deferred:
