@@ -49,8 +49,7 @@ from gwproactor.message import (
 
 # BATCH_CAPABILITY, ZLIB_CAPABILITY and COMPRESSED_BATCH_TYPE live with the batch frames in the codec
 # (gwproactor.messages); they stay importable from here.
-__all__ = ["BATCH_CAPABILITY", "COMPRESSED_BATCH_TYPE", "ZLIB_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats",
-           "RawFrame"]
+__all__ = ["BATCH_CAPABILITY", "COMPRESSED_BATCH_TYPE", "ZLIB_CAPABILITY", "Link", "LinkStats", "RawFrame"]
 
 #: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
 CAPABILITIES_FIELD = "Capabilities"
@@ -103,34 +102,10 @@ class LinkStats:
     """Ack timeouts of frames sent before the peer was heard again or before a later ack arrived: not evidence."""
     probes: int = 0
     """Pings sent to confirm an ack timeout before counting it (the peer answered, or the probe's timeout counted)."""
-    dropped_by_instrumentation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (the counters become plain dicts)."""
         return attrs.asdict(self)
-
-
-@attrs.define(eq=False)
-class LinkInstrumentation:
-    """Fault-injection switches of a link, for tests (``gwproactor_test`` drives them).
-
-    * ``hold_acks``: acks we owe the peer are kept instead of published, until
-      :meth:`Link.release_acks`.
-    * ``hold_subacks``: broker SUBACK notifications for this link are kept, until
-      :meth:`Link.release_subacks`.
-    * ``drop_incoming``: frames from the broker are dropped (counted) before they
-      reach the link.
-    * ``hold_outgoing``: every frame we would publish (acks included) is kept, until
-      :meth:`Link.release_outgoing`.
-    """
-
-    hold_acks: bool = False
-    hold_subacks: bool = False
-    drop_incoming: bool = False
-    hold_outgoing: bool = False
-    held_acks: list[str] = attrs.field(factory=list)
-    held_subacks: list[tuple[str, Any]] = attrs.field(factory=list)
-    held_outgoing: list[tuple[Message, Deferred]] = attrs.field(factory=list)
 
 
 @implementer(IBrokerObserver)
@@ -205,7 +180,6 @@ class Link(Service):
         self._confirming: int | None = None
         self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]  # the probe sent to confirm a suspicious ack timeout
         self.stats = LinkStats()
-        self.instrument = LinkInstrumentation()
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
         self.liveness = Liveness(
             clock=clock,
@@ -348,9 +322,6 @@ class Link(Service):
         """A SUBACK arrived; the link is subscribed once its own filter is acknowledged."""
         if topic_filter != self.subscription:
             return
-        if self.instrument.hold_subacks:
-            self.instrument.held_subacks.append((topic_filter, granted_qos))
-            return
         transition = self._feed(LinkInput.fully_subscribed)
         if transition.changed and transition.new is LinkState.awaiting_peer:
             # Find out quickly whether the peer is there.
@@ -366,9 +337,6 @@ class Link(Service):
     # --- receiving --------------------------------------------------------------
 
     def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        if self.instrument.drop_incoming:
-            self.stats.dropped_by_instrumentation += 1
-            return
         self.stats.bytes_in += len(payload)
         if len(payload) > self.max_frame_bytes:
             self.stats.oversized += 1
@@ -525,10 +493,6 @@ class Link(Service):
 
     def send_message(self, message: Message) -> Deferred:
         """Publish a complete envelope (its header must be from us to the peer)."""
-        if self.instrument.hold_outgoing:
-            d: Deferred = Deferred()
-            self.instrument.held_outgoing.append((message, d))
-            return d
         return self._publish(message)
 
     @property
@@ -610,9 +574,6 @@ class Link(Service):
         self.acks.fail(message_id, LinkDown(f"publish on link {self.link_name} failed: {failure.getErrorMessage()}"))
 
     def _send_ack(self, message_id: str) -> None:
-        if self.instrument.hold_acks:
-            self.instrument.held_acks.append(message_id)
-            return
         self.stats.acks_sent += 1
         d = self.send_message(make_ack(self.own_long_name, self.peer_short_name, message_id))
         d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
@@ -686,37 +647,7 @@ class Link(Service):
         )
         self._feed(LinkInput.receive_deadline_expired)
 
-    # --- instrumentation ----------------------------------------------------------
-
-    def release_acks(self, n: int | None = None) -> int:
-        """Publish ``n`` (default: all) held acks; returns how many were released."""
-        held = self.instrument.held_acks
-        count = len(held) if n is None else min(n, len(held))
-        release, self.instrument.held_acks = held[:count], held[count:]
-        hold, self.instrument.hold_acks = self.instrument.hold_acks, False
-        try:
-            for message_id in release:
-                self._send_ack(message_id)
-        finally:
-            self.instrument.hold_acks = hold
-        return count
-
-    def release_subacks(self) -> int:
-        """Process the held SUBACK notifications; returns how many."""
-        held, self.instrument.held_subacks = self.instrument.held_subacks, []
-        self.instrument.hold_subacks = False
-        for topic_filter, qos in held:
-            self.broker_subscribed(self.broker, topic_filter, qos)
-        return len(held)
-
-    def release_outgoing(self, n: int | None = None) -> int:
-        """Publish ``n`` (default: all) held outgoing frames; returns how many."""
-        held = self.instrument.held_outgoing
-        count = len(held) if n is None else min(n, len(held))
-        release, self.instrument.held_outgoing = held[:count], held[count:]
-        for message, d in release:
-            self._publish(message).chainDeferred(d)
-        return count
+    # --- views ----------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready view of the link for stats, health checks and test failure messages."""
