@@ -8,8 +8,6 @@ comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from typing import Any
 
 import attrs
@@ -19,13 +17,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import AckTimeout, DecodeError, FrameTooLarge, LinkDown, NotConnectedError, PublishFailed, TopicError
+from gwproactor.errors import AckTimeout, LinkDown, NotConnectedError, PublishFailed
 from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
+from gwproactor.links.intake import FrameIntake
 from gwproactor.links.liveness import Liveness
-from gwproactor.ops.counters import BoundedCounter
-from gwproactor.ops.problems import RateLimiter
 from gwproactor.links.machine import PEER_HEARD_STATES, AckEvidence, LinkInput, LinkMachine, LinkState, Transition
+from gwproactor.links.stats import LinkStats
 from gwproactor.message import (
     BATCH_CAPABILITY,
     COMPRESSED_BATCH_TYPE,
@@ -36,19 +34,16 @@ from gwproactor.message import (
     Hello,
     Message,
     Ping,
-    dashed,
+    compress_batch_frame,
     make_ack,
     make_message,
-    compress_batch_frame,
-    inflate_batch_frame,
-    parse_topic,
     subscription_filter,
     topic_for,
     will_topic,
 )
 
 # BATCH_CAPABILITY, ZLIB_CAPABILITY and COMPRESSED_BATCH_TYPE live with the batch frames in the codec
-# (gwproactor.messages); they stay importable from here.
+# (gwproactor.messages), LinkStats in gwproactor.links.stats; they stay importable from here.
 __all__ = ["BATCH_CAPABILITY", "COMPRESSED_BATCH_TYPE", "ZLIB_CAPABILITY", "Link", "LinkStats", "RawFrame"]
 
 #: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
@@ -63,49 +58,6 @@ class RawFrame:
     data: bytes
     wire_type: str | None = None
     """The message type in the topic when it differs from the header's (a compressed batch)."""
-
-
-@attrs.define
-class LinkStats:
-    """Counters of one link."""
-
-    messages_in: Counter = attrs.field(factory=BoundedCounter)
-    """Accepted frames from the peer, by TypeName (at most 100 names; the rest under ``"(other)"``)."""
-    messages_out: Counter = attrs.field(factory=BoundedCounter)
-    """Frames published to the peer, by TypeName."""
-    comm_events: Counter = attrs.field(factory=BoundedCounter)
-    """Comm events generated, by TypeName."""
-    rejected: int = 0
-    """Frames refused because their topic, Src or Dst did not match this link."""
-    decode_errors: int = 0
-    """Frames from the peer that could not be decoded."""
-    oversized: int = 0
-    """Frames larger than the link's ``max_frame_bytes``, dropped before decoding."""
-    peer_gone: int = 0
-    """Announcements that the peer's process is gone (its MQTT Last Will, or its stop)."""
-    bad_frames_suppressed: int = 0
-    """Bad frames (rejected, undecodable, oversized) not logged because of the rate limit (5 a minute per kind)."""
-    publish_failures: int = 0
-    """Publishes that failed (not connected, or the connection dropped)."""
-    acks_sent: int = 0
-    duplicates_dropped: int = 0
-    """Events from the peer that were accepted before (acked again, not handed to the application)."""
-    transitions: int = 0
-    bytes_in: int = 0
-    """Payload bytes of the frames received on the link's topics (as on the wire, compressed or not)."""
-    bytes_out: int = 0
-    """Payload bytes of the frames published (as on the wire)."""
-    compressed_batches_sent: int = 0
-    ack_timeouts_counted: int = 0
-    """Ack timeouts fed to the state machine (evidence that the peer went silent)."""
-    ack_timeouts_discounted: int = 0
-    """Ack timeouts of frames sent before the peer was heard again or before a later ack arrived: not evidence."""
-    probes: int = 0
-    """Pings sent to confirm an ack timeout before counting it (the peer answered, or the probe's timeout counted)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (the counters become plain dicts)."""
-        return attrs.asdict(self)
 
 
 @implementer(IBrokerObserver)
@@ -161,25 +113,36 @@ class Link(Service):
         self.peer_long_name = peer_long_name
         self.peer_short_name = peer_short_name
         self.broker = broker
-        self.codec = codec
+        self._codec = codec
         self.listener = listener
         self.clock = clock
         self.qos = qos
         self.upstream = upstream
         self.batch_max = batch_max
-        self.max_frame_bytes = max_frame_bytes
         self.compress = compress
-        self._compressed_topic_type = dashed(COMPRESSED_BATCH_TYPE)
-        self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
 
         self._batch_frames = BatchFrameEncoder(own_long_name, peer_short_name)
-        self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
-        self._confirming: int | None = None
-        self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]  # the probe sent to confirm a suspicious ack timeout
+        self._confirming: int | None = None  # the probe sent to confirm a suspicious ack timeout
+        self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]
         self.stats = LinkStats()
+        self.intake = FrameIntake(
+            name,
+            own_short_name=own_short_name,
+            peer_long_name=peer_long_name,
+            codec=codec,
+            stats=self.stats,
+            clock=clock,
+            max_frame_bytes=max_frame_bytes,
+            on_frame=self._frame_checked,
+            on_peer_gone=self._peer_gone,
+            report=self._problem,
+        )
+        # The broker connection hands frames straight to the intake (no extra call on the hot path).
+        self._on_mqtt_message = self.intake.frame_received
+        self._on_peer_will = self.intake.gone_received
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
         self.liveness = Liveness(
             clock=clock,
@@ -190,8 +153,6 @@ class Link(Service):
         )
         self.subscription = subscription_filter(peer_long_name, own_short_name)
         self.will_subscription = will_topic(peer_long_name)
-        self._peer_dashed = dashed(peer_long_name)
-        self._own_short_dashed = dashed(own_short_name)
         self._recent: list[tuple[float, str, str]] = []
         self.last_down_reason: str | None = None
 
@@ -199,6 +160,24 @@ class Link(Service):
         return f"<Link {self.link_name!r} {self.state.value}>"
 
     # --- state ---------------------------------------------------------------
+
+    @property
+    def codec(self) -> Any:
+        """The :class:`~gwproactor.interfaces.ICodec` of the link's frames (both ways)."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: Any) -> None:
+        self._codec = self.intake.codec = codec
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Frames from the peer larger than this, on the wire or inflated, are dropped undecoded."""
+        return self.intake.max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        self.intake.max_frame_bytes = value
 
     @property
     def state(self) -> LinkState:
@@ -336,50 +315,12 @@ class Link(Service):
 
     # --- receiving --------------------------------------------------------------
 
-    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        self.stats.bytes_in += len(payload)
-        if len(payload) > self.max_frame_bytes:
-            self.stats.oversized += 1
-            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: {len(payload)} bytes, more than max_frame_bytes "
-                            f"({self.max_frame_bytes}); dropped without decoding")
-            return
-        try:
-            src, dst, _type = parse_topic(topic)
-        except TopicError as e:
-            self._reject(topic, str(e))
-            return
-        if src != self._peer_dashed or dst != self._own_short_dashed:
-            self._reject(topic, f"topic is not from {self.peer_long_name} to {self.own_short_name}")
-            return
-        if _type == self._compressed_topic_type:
-            payload = self._decompress(topic, payload)
-            if payload is None:
-                return
-        try:
-            message = self.codec.decode(payload)
-        except DecodeError as e:
-            self.stats.decode_errors += 1
-            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: {_cut(str(e), 1000)}")
-            return
-        header = message.header
-        if header.src != self.peer_long_name or header.dst != self.own_short_name:
-            self._reject(topic, f"header Src/Dst {_cut(header.src)}/{_cut(header.dst)} do not match the link")
-            return
+    def _frame_checked(self, message: Message) -> None:
+        # Looked up per frame: tests and interop helpers wrap receive_frame on the instance.
         self.receive_frame(message)
 
-    def _on_peer_will(self, topic: str, payload: bytes) -> None:
-        """The peer's process announced it is gone (its Last Will, or its stop announcement)."""
-        try:
-            obj = json.loads(payload) if len(payload) <= 4096 else None
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict) or obj.get("Src") != self.peer_long_name:
-            self._reject(topic, f"not a gone announcement of {self.peer_long_name}")
-            return
-        self.stats.peer_gone += 1
-        reason = _cut(str(obj.get("Reason", "")))
+    def _peer_gone(self, reason: str) -> None:
+        """The intake accepted a gone announcement of the peer (its Last Will, or its stop announcement)."""
         transition = self._feed(LinkInput.peer_gone)
         if transition.changed:
             self.log.warn("link {link_name}: the peer is gone ({reason})", link_name=self.link_name, reason=reason)
@@ -443,32 +384,6 @@ class Link(Service):
             f"a {message.header.message_type} message on link {self.link_name} was not accepted",
             failure.getErrorMessage(),
         )
-
-    def _decompress(self, topic: str, payload: bytes) -> bytes | None:
-        """Inflate a compressed batch frame, never past ``max_frame_bytes`` (a small frame may inflate hugely)."""
-        try:
-            return inflate_batch_frame(payload, self.max_frame_bytes)
-        except FrameTooLarge as e:
-            self.stats.oversized += 1
-            self._bad_frame("oversized", f"oversized frame on link {self.link_name}", f"topic {_cut(topic)}: {e}")
-        except DecodeError as e:
-            self.stats.decode_errors += 1
-            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}", f"topic {_cut(topic)}: {e}")
-        return None
-
-    def _reject(self, topic: str, why: str) -> None:
-        self.stats.rejected += 1
-        self._bad_frame("rejected", f"frame rejected on link {self.link_name}", f"topic {_cut(topic)}: {why}")
-
-    def _bad_frame(self, kind: str, summary: str, details: str) -> None:
-        """Report a bad frame: at most 5 a minute per kind, each saying how many were left out before it."""
-        if not self._bad_frames.allow(kind):
-            self.stats.bad_frames_suppressed += 1
-            return
-        suppressed = self._bad_frames.take_suppressed(kind)
-        if suppressed:
-            details = f"{details} ({suppressed} more {kind} frames were not reported)"
-        self._problem("warning", summary, details)
 
     def _problem(self, problem_type: str, summary: str, details: str) -> None:
         self.log.warn("{summary}: {details}", summary=summary, details=details, link_name=self.link_name)
@@ -544,7 +459,7 @@ class Link(Service):
             if isinstance(message, RawFrame):
                 data, wire_type = message.data, message.wire_type or header.message_type
             else:
-                data, wire_type = self.codec.encode(message), header.message_type
+                data, wire_type = self._codec.encode(message), header.message_type
         except Exception:
             return fail()
         ack = self.acks.expect(header.message_id, self.evidence.frame_sent()) if header.ack_required else None
@@ -666,7 +581,3 @@ class Link(Service):
             "stats": self.stats.as_dict(),
         }
 
-
-def _cut(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters for a log line or problem event (peers choose what is in it)."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
