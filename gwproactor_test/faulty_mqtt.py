@@ -75,7 +75,8 @@ class FaultyMQTTClient:
     * ``drop_incoming``: frames the broker delivers are dropped (counted in :attr:`dropped`).
 
     A kept publish returns a Deferred that fires with the real publish's result once released; a kept
-    frame never released is simply lost (its Deferred never fires), as on a network that lost it.
+    frame never released is simply lost (its Deferred never fires), as on a network that lost it.  To the
+    link a kept frame is sent: it counts it, and the ack timeout of an ack-required frame runs.
     Everything else is passed to ``inner``, and attributes this class does not have are ``inner``'s.
 
     :param inner: the wrapped client.

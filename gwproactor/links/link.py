@@ -4,6 +4,13 @@ A link is a thin service around the pure :class:`~gwproactor.links.machine.LinkM
 it turns broker-connection callbacks, frames from the peer, ack timeouts and the
 receive deadline into machine inputs, and turns the machine's transitions into
 comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces.ILinkListener`).
+
+It is composed of parts with one job each: a :class:`~gwproactor.links.intake.FrameIntake` checks and
+decodes what arrives, an :class:`~gwproactor.links.acks.AckTracker` and a
+:class:`~gwproactor.links.liveness.Liveness` own the timers, :class:`~gwproactor.links.stats.LinkStats`
+counts, and batch frames are encoded by the codec (:class:`~gwproactor.messages.BatchFrameEncoder`).
+It carries no test machinery: tests hold or drop frames with a wrapper around its broker connection
+(``gwproactor_test.faulty_mqtt``).
 """
 
 from __future__ import annotations
