@@ -61,6 +61,10 @@ class TopicError(DecodeError):
     """An MQTT topic does not follow ``gw/<src>/to/<dst>/<type>`` or does not match the link."""
 
 
+class FrameTooLarge(DecodeError):
+    """A frame is larger than the link's ``max_frame_bytes`` (or would inflate past it): dropped undecoded."""
+
+
 # --- actors and routing ----------------------------------------------------
 
 

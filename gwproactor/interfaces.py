@@ -104,7 +104,8 @@ class IMQTTClient(Interface):
     def add_subscription(topic_filter, qos, on_message):
         """Register ``topic_filter``; ``on_message(topic: str, payload: bytes)`` gets its messages.
 
-        Subscribes at once when connected, and again after every CONNACK.
+        Subscribes at once when connected, and again after every CONNACK.  Registering a
+        filter again replaces its QoS and callback.
         """
 
     def remove_subscription(topic_filter):

@@ -1,5 +1,8 @@
 """An instrumented proactor for tests: fault switches per link, per-link per-type counters and a log capture.
 
+The fault switches are those of a :class:`~gwproactor_test.faulty_mqtt.FaultyMQTTClient` put between each link
+and its broker connection; the links themselves carry no test machinery.
+
 Combine :class:`InstrumentedMixin` with any :class:`~gwproactor.proactor.Proactor` subclass
 (``class MyTest(InstrumentedMixin, MyProactor)``, or :func:`instrumented` ``(MyProactor)``).
 """
@@ -18,8 +21,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from gwproactor.links.link import COMPRESSED_BATCH_TYPE
-from gwproactor.message import Event, EventBatch
+from gwproactor.message import COMPRESSED_BATCH_TYPE, Event, EventBatch
+from gwproactor_test.faulty_mqtt import FaultyMQTTClient, link_faults
 
 __all__ = ["InstrumentCounts", "InstrumentedMixin", "LogCapture", "instrumented"]
 
@@ -127,7 +130,8 @@ class LogCapture:
 class InstrumentedMixin:
     """Test instrumentation for a :class:`~gwproactor.proactor.Proactor` subclass (put it first in the bases).
 
-    Fault switches delegate to each link's :class:`~gwproactor.links.link.LinkInstrumentation`;
+    Fault switches delegate to the :class:`~gwproactor_test.faulty_mqtt.FaultyMQTTClient` around each link's
+    broker connection (:meth:`faults`);
     counters are in :attr:`counts` (:class:`InstrumentCounts`); :attr:`handled_ids` lists the ids of the
     events the application accepted, in order (with repeats, so tests can check "exactly once");
     :attr:`log_capture` keeps this proactor's log lines (its own, its links', its outbox's).
@@ -146,6 +150,7 @@ class InstrumentedMixin:
         self.log_capture.start()
         for link in self.links.values():  # type: ignore[attr-defined]
             self._wrap_link(link)
+            link_faults(link)
 
     # --- wiring -------------------------------------------------------------------
 
@@ -260,33 +265,37 @@ class InstrumentedMixin:
     def _link(self, link_name: str) -> Any:
         return self.get_link(link_name)  # type: ignore[attr-defined]
 
+    def faults(self, link_name: str) -> FaultyMQTTClient:
+        """The :class:`~gwproactor_test.faulty_mqtt.FaultyMQTTClient` between ``link_name`` and its broker."""
+        return link_faults(self._link(link_name))
+
     def hold_outgoing(self, link_name: str, hold: bool = True) -> None:
         """Keep (``hold=True``) every frame ``link_name`` would publish, acks included, until released."""
-        self._link(link_name).instrument.hold_outgoing = hold
+        self.faults(link_name).hold_outgoing = hold
 
     def release_outgoing(self, link_name: str, n: int | None = None) -> int:
         """Publish ``n`` (default all) held outgoing frames of ``link_name``; returns how many."""
-        return self._link(link_name).release_outgoing(n)
+        return self.faults(link_name).release_outgoing(n)
 
     def hold_acks(self, link_name: str, hold: bool = True) -> None:
         """Keep the acks we owe the peer of ``link_name`` instead of publishing them."""
-        self._link(link_name).instrument.hold_acks = hold
+        self.faults(link_name).hold_acks = hold
 
     def release_acks(self, link_name: str, n: int | None = None) -> int:
         """Publish ``n`` (default all) held acks of ``link_name``; holding goes on until ``hold_acks(name, False)``."""
-        return self._link(link_name).release_acks(n)
+        return self.faults(link_name).release_acks(n)
 
     def hold_subacks(self, link_name: str, hold: bool = True) -> None:
         """Keep the SUBACK notifications of ``link_name`` (set it before the link subscribes)."""
-        self._link(link_name).instrument.hold_subacks = hold
+        self.faults(link_name).hold_subacks = hold
 
     def release_subacks(self, link_name: str) -> int:
         """Process the held SUBACKs of ``link_name`` and stop holding; returns how many."""
-        return self._link(link_name).release_subacks()
+        return self.faults(link_name).release_subacks()
 
     def drop_incoming(self, link_name: str, drop: bool = True) -> None:
         """Drop (``drop=True``) every frame arriving for ``link_name`` before the link sees it."""
-        self._link(link_name).instrument.drop_incoming = drop
+        self.faults(link_name).drop_incoming = drop
 
     def force_disconnect(self, link_name: str) -> None:
         """Abruptly drop the broker connection of ``link_name`` (it reconnects by itself)."""

@@ -331,7 +331,7 @@ class AwaitingSetupSuite(LiveSuite):
         await wait_link_state(pair.child, self.child_link, "awaiting_setup_and_peer", self.wait_s)
         await pair.start_parent()
         await wait_link_state(pair.child, self.child_link, "awaiting_setup", self.wait_s, others=(pair.parent,))
-        assert link.instrument.held_subacks
+        assert pair.child.faults(self.child_link).held_subacks
         assert pair.child.release_subacks(self.child_link) >= 1
         await wait_link_state(pair.child, self.child_link, "active", self.wait_s, others=(pair.parent,))
         states = [new for _t, _input, new in link.recent_transitions]

@@ -138,11 +138,7 @@ def describe_proactor(proactor: Any) -> dict[str, Any]:
             "messages_in": stats.get("messages_in"),
             "messages_out": stats.get("messages_out"),
             "acks": summary.get("acks"),
-            "held": {
-                "acks": len(link.instrument.held_acks),
-                "subacks": len(link.instrument.held_subacks),
-                "outgoing": len(link.instrument.held_outgoing),
-            },
+            "held": _safe(getattr(link.broker, "held_counts", dict), {}),
         }
     outbox = getattr(proactor, "outbox", None)
     out: dict[str, Any] = {
@@ -204,7 +200,8 @@ def is_quiescent(*proactors: Any) -> bool:
             return False
         if any(link.acks.in_flight for link in p.links.values()):
             return False
-        if any(link.instrument.held_outgoing or link.instrument.held_acks for link in p.links.values()):
+        if any(getattr(link.broker, "held_outgoing", None) or getattr(link.broker, "held_acks", None)
+               for link in p.links.values()):
             return False
         if _accepting_count(p):
             return False

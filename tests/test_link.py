@@ -18,6 +18,7 @@ from gwproactor.links.link import Link
 from gwproactor.links.machine import LinkState
 from gwproactor.message import Codec, Ping, ProblemEvent, StartupEvent, make_ack, make_message, topic_for
 from gwproactor_test.fakes import FakeMQTTClient, topic_matches
+from gwproactor_test.faulty_mqtt import link_faults
 
 FRAMES = Path(__file__).parent / "data" / "gridworks-4x-frames.jsonl"
 CHILD_LONG, CHILD_SHORT = "d1.isone.ct.newhaven.orange1.scada", "s"
@@ -310,47 +311,47 @@ def test_undecodable_frame_counted(h: Harness, payload: bytes) -> None:
 
 
 def test_hold_and_release_acks(h: Harness) -> None:
-    """Held acks are not published until released, and release publishes them in order."""
+    """Acks held by the fault wrapper are not published until released, and release publishes them in order."""
     h.activate()
-    h.link.instrument.hold_acks = True
+    link_faults(h.link).hold_acks = True
     pings = [Ping(), Ping(), Ping()]
     for p in pings:
         h.from_peer(p)
     assert h.sent() == []
-    assert h.link.release_acks(2) == 2
+    assert link_faults(h.link).release_acks(2) == 2
     assert [m.payload.ack_message_id for m in h.sent()] == [p.message_id for p in pings[:2]]
-    assert h.link.release_acks() == 1
+    assert link_faults(h.link).release_acks() == 1
 
 
 def test_hold_and_release_subacks(h: Harness) -> None:
-    """Held SUBACKs keep the link in awaiting_setup_and_peer until released."""
-    h.link.instrument.hold_subacks = True
+    """SUBACKs held by the fault wrapper keep the link in awaiting_setup_and_peer until released."""
+    link_faults(h.link).hold_subacks = True
     h.link.startService()
     h.broker.connect()
     assert h.link.state is LinkState.awaiting_setup_and_peer
-    assert h.link.release_subacks() == 1
+    assert link_faults(h.link).release_subacks() == 1
     assert h.link.state is LinkState.awaiting_peer
 
 
 def test_hold_and_release_outgoing(h: Harness) -> None:
-    """Held outgoing frames are published only when released."""
+    """Outgoing frames held by the fault wrapper are published only when released."""
     h.activate()
-    h.link.instrument.hold_outgoing = True
+    link_faults(h.link).hold_outgoing = True
     d = h.link.send(StartupEvent(src=CHILD_LONG), ack_required=False)
     assert h.sent() == [] and not d.called
-    h.link.instrument.hold_outgoing = False
-    assert h.link.release_outgoing() == 1
+    link_faults(h.link).hold_outgoing = False
+    assert link_faults(h.link).release_outgoing() == 1
     assert d.called and len(h.sent()) == 1
 
 
 def test_drop_incoming(h: Harness) -> None:
-    """With drop_incoming, frames from the peer are dropped and counted."""
+    """With drop_incoming on the fault wrapper, frames from the peer are dropped and counted."""
     h.link.startService()
     h.broker.connect()
-    h.link.instrument.drop_incoming = True
+    link_faults(h.link).drop_incoming = True
     h.from_peer(Ping())
     assert h.link.state is LinkState.awaiting_peer
-    assert h.link.stats.dropped_by_instrumentation == 1
+    assert link_faults(h.link).dropped == 1
 
 
 def test_suback_failure_reported() -> None:

@@ -16,6 +16,7 @@ from gwproactor.demo.apps import Reading
 from gwproactor.links.machine import LinkState
 from gwproactor.proactor import Proactor
 from gwproactor_test.process import ProactorProcess
+from gwproactor_test.faulty_mqtt import link_faults
 from gwproactor_test.wait import await_for
 
 pytestmark = pytest.mark.live
@@ -74,7 +75,7 @@ async def test_two_links_share_one_broker_connection(private_broker: Any, tmp_pa
         p.startService()
     try:
         await await_for(lambda: hub.link_states() == {"a": "active", "b": "active"}, 15, describe=lambda: states(hub, a, b))
-        b.links["hub"].instrument.hold_outgoing = True  # b falls silent without closing anything
+        link_faults(b.links["hub"]).hold_outgoing = True  # b falls silent without closing anything
         await await_for(lambda: hub.link_states()["b"] != "active", 10, describe=lambda: states(hub, a, b))
         assert hub.link_states()["a"] == "active"
     finally:
@@ -88,14 +89,14 @@ async def test_peer_frame_before_suback_is_awaiting_setup(private_broker: Any, t
     parent = proactor(Proactor, private_broker, tmp_path, "d1.early", "p", {"child": LinkSettings(peer_long_name="d1.early.c", peer_short_name="c", **FAST)})
     child = proactor(Proactor, private_broker, tmp_path, "d1.early.c", "c", {"parent": LinkSettings(peer_long_name="d1.early", peer_short_name="p", upstream=True, **FAST)})
     link = child.links["parent"]
-    link.instrument.hold_subacks = True
+    link_faults(link).hold_subacks = True
     parent.startService()
     child.startService()
     try:
         # The broker has subscribed us (only the link's processing of the SUBACK is held), so the
         # parent's pings arrive: the peer is heard before the link considers itself subscribed.
         await await_for(lambda: link.state is LinkState.awaiting_setup, 15, describe=lambda: states(parent, child))
-        assert link.release_subacks() == 1
+        assert link_faults(link).release_subacks() == 1
         await await_for(lambda: link.state is LinkState.active, 10, describe=lambda: states(parent, child))
     finally:
         await child.stopService()

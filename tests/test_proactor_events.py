@@ -19,6 +19,7 @@ from gwproactor.message import Codec, Event, ProblemEvent, StartupEvent, make_me
 from gwproactor.proactor import Proactor
 from gwproactor.store import FileEventStore, MemoryEventStore
 from gwproactor_test.fakes import FakeBroker
+from gwproactor_test.faulty_mqtt import link_faults
 
 ATN, SCADA1, SCADA2 = "d1.isone.ct", "d1.isone.ct.scada1", "d1.isone.ct.scada1.scada2"
 
@@ -215,14 +216,14 @@ def test_window_bounds_in_flight() -> None:
     """Without batching, no more than `window` events are unacked at once."""
     p = Pair(window=5, batch_max=0)
     p.start()
-    p.parent.links["child"].instrument.hold_acks = True
+    link_faults(p.parent.links["child"]).hold_acks = True
     for n in range(30):
         p.child.generate_event(event(SCADA1, n))
     p.turn()
     assert p.child.outbox.in_flight == 5
     assert p.child.outbox.queued == 25
-    p.parent.links["child"].instrument.hold_acks = False
-    p.parent.links["child"].release_acks()
+    link_faults(p.parent.links["child"]).hold_acks = False
+    link_faults(p.parent.links["child"]).release_acks()
     p.turn(30)
     assert p.child.store.pending_ids() == []
 
@@ -252,7 +253,7 @@ def test_ack_timeout_resends_and_dedups() -> None:
     p.start()
     parent_link = p.parent.links["child"]
     p.clock.advance(3)
-    parent_link.instrument.hold_outgoing = True  # the parent goes silent: acks and pings held
+    link_faults(parent_link).hold_outgoing = True  # the parent goes silent: acks and pings held
     for n in range(5):
         p.child.generate_event(event(SCADA1, n))
     p.turn()
@@ -260,8 +261,8 @@ def test_ack_timeout_resends_and_dedups() -> None:
     p.clock.advance(5)  # t=13, the probe's ack is held too
     assert ("parent", "ack_timeout") in p.child.deactivations
     assert p.child.links["parent"].state is LinkState.awaiting_peer
-    parent_link.instrument.held_outgoing.clear()  # those acks are lost
-    parent_link.instrument.hold_outgoing = False
+    link_faults(parent_link).discard_held()  # those acks are lost
+    link_faults(parent_link).hold_outgoing = False
     p.clock.advance(5)  # the next probe is acked: active again
     p.turn(20)
     assert p.child.links["parent"].state is LinkState.active

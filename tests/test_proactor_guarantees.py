@@ -27,6 +27,7 @@ from gwproactor.message import Codec, ProblemEvent, make_message
 from gwproactor.proactor import Proactor
 from gwproactor.store import FileEventStore, MemoryEventStore
 from gwproactor_test.fakes import FakeBroker, FakeMQTTClient
+from gwproactor_test.faulty_mqtt import link_faults
 from tests.test_proactor_events import ATN, SCADA1, FsyncRecorder, Recording, event, link_to, settings
 
 PROBLEM = ProblemEvent.TYPE_NAME
@@ -156,12 +157,12 @@ def test_restarted_parent_drops_an_event_it_accepted_before_the_restart(tmp_path
     parent.startService()
     hub.connect_all()
     settle(clock)
-    parent.links["child"].instrument.hold_acks = True
+    link_faults(parent.links["child"]).hold_acks = True
     ev = event(SCADA1, 1)
     child.generate_event(ev)
     settle(clock)
     assert [e.message_id for e in parent.seen].count(ev.message_id) == 1
-    parent.links["child"].instrument.held_acks.clear()  # the ack is lost
+    link_faults(parent.links["child"]).discard_held()  # the ack is lost
     done: list[int] = []
     parent.shutdown("restart").addCallback(done.append)
     settle(clock, 10.0, 0.1)
@@ -196,7 +197,7 @@ def test_stats_report_links_outbox_and_store(tmp_path: Path) -> None:
     parent.startService()
     hub.connect_all()
     settle(clock)
-    parent.links["child"].instrument.hold_acks = True
+    link_faults(parent.links["child"]).hold_acks = True
     for n in range(3):
         child.generate_event(event(SCADA1, n))
     settle(clock)
@@ -208,8 +209,8 @@ def test_stats_report_links_outbox_and_store(tmp_path: Path) -> None:
     assert stats["outbox"]["in_flight"] + stats["outbox"]["queued"] == 3
     assert stats["store"]["pending"] == len(child.store.pending_ids()) >= 3
     assert stats["store"]["fsyncs"] > 0 and stats["store"]["segments"] >= 1
-    parent.links["child"].instrument.hold_acks = False
-    parent.links["child"].release_acks()
+    link_faults(parent.links["child"]).hold_acks = False
+    link_faults(parent.links["child"]).release_acks()
     settle(clock)
     stats = child.stats()
     assert stats["outbox"]["in_flight"] == 0 and stats["outbox"]["acked"] >= 3

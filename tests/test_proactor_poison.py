@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.defer import fail
 
 from gwproactor.links.machine import LinkState
+from gwproactor_test.faulty_mqtt import link_faults
 from tests.test_proactor_events import SCADA1, Pair, event
 
 
@@ -171,7 +172,7 @@ def test_response_timeout_goes_out_once_after_the_link_is_back() -> None:
     p.start()
     parent_link = p.parent.links["child"]
     p.clock.advance(3)
-    parent_link.instrument.hold_outgoing = True  # the parent goes silent: acks and pings held
+    link_faults(parent_link).hold_outgoing = True  # the parent goes silent: acks and pings held
     p.child.generate_event(event(SCADA1, 0))
     p.turn()
     p.clock.advance(5)  # no ack: a probe goes out
@@ -182,8 +183,8 @@ def test_response_timeout_goes_out_once_after_the_link_is_back() -> None:
     assert p.child.links["parent"].state is LinkState.awaiting_peer
     sent_while_down = [m for m in p.child_client.take_published() if "response-timeout" in m.topic]
     assert sent_while_down == []
-    parent_link.instrument.hold_outgoing = False
-    parent_link.instrument.held_outgoing.clear()
+    link_faults(parent_link).hold_outgoing = False
+    link_faults(parent_link).discard_held()
     p.clock.advance(5)
     p.turn(20)
     assert p.child.links["parent"].state is LinkState.active
@@ -201,14 +202,14 @@ def test_comm_event_of_an_idle_flap_is_not_sent_on_the_dead_link() -> None:
     p.start()
     p.turn(20)
     parent_link = p.parent.links["child"]
-    parent_link.instrument.hold_outgoing = True
+    link_faults(parent_link).hold_outgoing = True
     p.child_client.take_published()
     for _ in range(30):  # idle, no event in flight: the heartbeat ping and its probe go unanswered
         p.clock.advance(1)
     assert p.child.deactivations == [("parent", "ack_timeout")]
     assert [m for m in p.child_client.take_published() if "response-timeout" in m.topic] == []
-    parent_link.instrument.hold_outgoing = False
-    parent_link.instrument.held_outgoing.clear()
+    link_faults(parent_link).hold_outgoing = False
+    link_faults(parent_link).discard_held()
     p.clock.advance(5)
     p.turn(20)
     assert p.child.links["parent"].state is LinkState.active
@@ -221,7 +222,7 @@ def test_resent_without_cause_counts_a_send_with_no_timeout_or_loss_between() ->
     """The outbox counter itself: re-activating without a loss in between re-sends the window without cause."""
     p = Pair(batch_max=0, parent_batch_max=0)
     p.start()
-    p.parent.links["child"].instrument.hold_acks = True
+    link_faults(p.parent.links["child"]).hold_acks = True
     p.child.generate_event(event(SCADA1, 0))
     p.child.generate_event(event(SCADA1, 1))
     p.turn()
@@ -257,12 +258,12 @@ def test_batching_is_negotiated_again_after_a_flap() -> None:
     link = p.child.links["parent"]
     assert link.peer_accepts_batches
     parent_link = p.parent.links["child"]
-    parent_link.instrument.hold_outgoing = True
+    link_faults(parent_link).hold_outgoing = True
     for _ in range(21):  # heartbeat ping at 10 s, unanswered; its probe unanswered at 20 s
         p.clock.advance(1)
     assert not link.is_active and not link.peer_accepts_batches
-    parent_link.instrument.held_outgoing.clear()
-    parent_link.instrument.hold_outgoing = False
+    link_faults(parent_link).discard_held()
+    link_faults(parent_link).hold_outgoing = False
     p.clock.advance(5)
     p.turn(20)
     assert link.is_active and link.peer_accepts_batches

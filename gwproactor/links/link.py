@@ -4,13 +4,17 @@ A link is a thin service around the pure :class:`~gwproactor.links.machine.LinkM
 it turns broker-connection callbacks, frames from the peer, ack timeouts and the
 receive deadline into machine inputs, and turns the machine's transitions into
 comm events, callbacks and log lines (through its :class:`~gwproactor.interfaces.ILinkListener`).
+
+It is composed of parts with one job each: a :class:`~gwproactor.links.intake.FrameIntake` checks and
+decodes what arrives, an :class:`~gwproactor.links.acks.AckTracker` and a
+:class:`~gwproactor.links.liveness.Liveness` own the timers, :class:`~gwproactor.links.stats.LinkStats`
+counts, and batch frames are encoded by the codec (:class:`~gwproactor.messages.BatchFrameEncoder`).
+It carries no test machinery: tests hold or drop frames with a wrapper around its broker connection
+(``gwproactor_test.faulty_mqtt``).
 """
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections import Counter
 from typing import Any
 
 import attrs
@@ -20,38 +24,34 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import AckTimeout, DecodeError, LinkDown, NotConnectedError, PublishFailed, TopicError
+from gwproactor.errors import AckTimeout, LinkDown, NotConnectedError, PublishFailed
 from gwproactor.interfaces import IBrokerObserver
 from gwproactor.links.acks import AckTracker
+from gwproactor.links.intake import FrameIntake
 from gwproactor.links.liveness import Liveness
-from gwproactor.ops.counters import BoundedCounter
-from gwproactor.ops.problems import RateLimiter
 from gwproactor.links.machine import PEER_HEARD_STATES, AckEvidence, LinkInput, LinkMachine, LinkState, Transition
+from gwproactor.links.stats import LinkStats
 from gwproactor.message import (
+    BATCH_CAPABILITY,
+    COMPRESSED_BATCH_TYPE,
+    ZLIB_CAPABILITY,
     Ack,
+    BatchFrameEncoder,
     EventBatch,
     Hello,
     Message,
     Ping,
-    dashed,
+    compress_batch_frame,
     make_ack,
     make_message,
-    parse_topic,
     subscription_filter,
     topic_for,
     will_topic,
 )
 
-__all__ = ["BATCH_CAPABILITY", "Link", "LinkInstrumentation", "LinkStats", "RawFrame"]
-
-#: The capability a peer announces in its :class:`~gwproactor.message.Hello` when it accepts event batches.
-BATCH_CAPABILITY = "batch1"
-
-#: The capability of a peer that accepts zlib-compressed batch frames (``gwproactor.batch.z`` topics).
-ZLIB_CAPABILITY = "zlib1"
-
-#: The topic message type of a compressed batch frame (its payload is the zlib-compressed envelope).
-COMPRESSED_BATCH_TYPE = "gwproactor.batch.z"
+# BATCH_CAPABILITY, ZLIB_CAPABILITY and COMPRESSED_BATCH_TYPE live with the batch frames in the codec
+# (gwproactor.messages), LinkStats in gwproactor.links.stats; they stay importable from here.
+__all__ = ["BATCH_CAPABILITY", "COMPRESSED_BATCH_TYPE", "ZLIB_CAPABILITY", "Link", "LinkStats", "RawFrame"]
 
 #: The extra field of a ``gridworks.ping`` in which a gwproactor peer lists its capabilities.
 CAPABILITIES_FIELD = "Capabilities"
@@ -65,73 +65,6 @@ class RawFrame:
     data: bytes
     wire_type: str | None = None
     """The message type in the topic when it differs from the header's (a compressed batch)."""
-
-
-@attrs.define
-class LinkStats:
-    """Counters of one link."""
-
-    messages_in: Counter = attrs.field(factory=BoundedCounter)
-    """Accepted frames from the peer, by TypeName (at most 100 names; the rest under ``"(other)"``)."""
-    messages_out: Counter = attrs.field(factory=BoundedCounter)
-    """Frames published to the peer, by TypeName."""
-    comm_events: Counter = attrs.field(factory=BoundedCounter)
-    """Comm events generated, by TypeName."""
-    rejected: int = 0
-    """Frames refused because their topic, Src or Dst did not match this link."""
-    decode_errors: int = 0
-    """Frames from the peer that could not be decoded."""
-    oversized: int = 0
-    """Frames larger than the link's ``max_frame_bytes``, dropped before decoding."""
-    peer_gone: int = 0
-    """Announcements that the peer's process is gone (its MQTT Last Will, or its stop)."""
-    bad_frames_suppressed: int = 0
-    """Bad frames (rejected, undecodable, oversized) not logged because of the rate limit (5 a minute per kind)."""
-    publish_failures: int = 0
-    """Publishes that failed (not connected, or the connection dropped)."""
-    acks_sent: int = 0
-    duplicates_dropped: int = 0
-    """Events from the peer that were accepted before (acked again, not handed to the application)."""
-    transitions: int = 0
-    bytes_in: int = 0
-    """Payload bytes of the frames received on the link's topics (as on the wire, compressed or not)."""
-    bytes_out: int = 0
-    """Payload bytes of the frames published (as on the wire)."""
-    compressed_batches_sent: int = 0
-    ack_timeouts_counted: int = 0
-    """Ack timeouts fed to the state machine (evidence that the peer went silent)."""
-    ack_timeouts_discounted: int = 0
-    """Ack timeouts of frames sent before the peer was heard again or before a later ack arrived: not evidence."""
-    probes: int = 0
-    """Pings sent to confirm an ack timeout before counting it (the peer answered, or the probe's timeout counted)."""
-    dropped_by_instrumentation: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (the counters become plain dicts)."""
-        return attrs.asdict(self)
-
-
-@attrs.define(eq=False)
-class LinkInstrumentation:
-    """Fault-injection switches of a link, for tests (``gwproactor_test`` drives them).
-
-    * ``hold_acks``: acks we owe the peer are kept instead of published, until
-      :meth:`Link.release_acks`.
-    * ``hold_subacks``: broker SUBACK notifications for this link are kept, until
-      :meth:`Link.release_subacks`.
-    * ``drop_incoming``: frames from the broker are dropped (counted) before they
-      reach the link.
-    * ``hold_outgoing``: every frame we would publish (acks included) is kept, until
-      :meth:`Link.release_outgoing`.
-    """
-
-    hold_acks: bool = False
-    hold_subacks: bool = False
-    drop_incoming: bool = False
-    hold_outgoing: bool = False
-    held_acks: list[str] = attrs.field(factory=list)
-    held_subacks: list[tuple[str, Any]] = attrs.field(factory=list)
-    held_outgoing: list[tuple[Message, Deferred]] = attrs.field(factory=list)
 
 
 @implementer(IBrokerObserver)
@@ -187,29 +120,36 @@ class Link(Service):
         self.peer_long_name = peer_long_name
         self.peer_short_name = peer_short_name
         self.broker = broker
-        self.codec = codec
+        self._codec = codec
         self.listener = listener
         self.clock = clock
         self.qos = qos
         self.upstream = upstream
         self.batch_max = batch_max
-        self.max_frame_bytes = max_frame_bytes
         self.compress = compress
-        self._compressed_topic_type = dashed(COMPRESSED_BATCH_TYPE)
-        self._bad_frames = RateLimiter(clock=clock, max_per_period=5, period_s=60.0)
         self.peer_capabilities: frozenset[str] = frozenset()
 
-        self._batch_prefix = (
-            '{"Header":{"Src":%s,"Dst":%s,"MessageType":"gwproactor.batch","MessageId":'
-            % (json.dumps(own_long_name), json.dumps(peer_short_name))
-        ).encode()
-        self._batch_topic = topic_for(own_long_name, peer_short_name, EventBatch.TYPE_NAME)
+        self._batch_frames = BatchFrameEncoder(own_long_name, peer_short_name)
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
-        self._confirming: int | None = None
-        self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]  # the probe sent to confirm a suspicious ack timeout
+        self._confirming: int | None = None  # the probe sent to confirm a suspicious ack timeout
+        self._outage: list | None = None  # [since, frames in flight when it went down, unanswered probes]
         self.stats = LinkStats()
-        self.instrument = LinkInstrumentation()
+        self.intake = FrameIntake(
+            name,
+            own_short_name=own_short_name,
+            peer_long_name=peer_long_name,
+            codec=codec,
+            stats=self.stats,
+            clock=clock,
+            max_frame_bytes=max_frame_bytes,
+            on_frame=self._frame_checked,
+            on_peer_gone=self._peer_gone,
+            report=self._problem,
+        )
+        # The broker connection hands frames straight to the intake (no extra call on the hot path).
+        self._on_mqtt_message = self.intake.frame_received
+        self._on_peer_will = self.intake.gone_received
         self.acks = AckTracker(clock=clock, timeout=ack_timeout_s, on_timeout=self._ack_timed_out)
         self.liveness = Liveness(
             clock=clock,
@@ -220,8 +160,6 @@ class Link(Service):
         )
         self.subscription = subscription_filter(peer_long_name, own_short_name)
         self.will_subscription = will_topic(peer_long_name)
-        self._peer_dashed = dashed(peer_long_name)
-        self._own_short_dashed = dashed(own_short_name)
         self._recent: list[tuple[float, str, str]] = []
         self.last_down_reason: str | None = None
 
@@ -229,6 +167,24 @@ class Link(Service):
         return f"<Link {self.link_name!r} {self.state.value}>"
 
     # --- state ---------------------------------------------------------------
+
+    @property
+    def codec(self) -> Any:
+        """The :class:`~gwproactor.interfaces.ICodec` of the link's frames (both ways)."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: Any) -> None:
+        self._codec = self.intake.codec = codec
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Frames from the peer larger than this, on the wire or inflated, are dropped undecoded."""
+        return self.intake.max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        self.intake.max_frame_bytes = value
 
     @property
     def state(self) -> LinkState:
@@ -352,9 +308,6 @@ class Link(Service):
         """A SUBACK arrived; the link is subscribed once its own filter is acknowledged."""
         if topic_filter != self.subscription:
             return
-        if self.instrument.hold_subacks:
-            self.instrument.held_subacks.append((topic_filter, granted_qos))
-            return
         transition = self._feed(LinkInput.fully_subscribed)
         if transition.changed and transition.new is LinkState.awaiting_peer:
             # Find out quickly whether the peer is there.
@@ -369,53 +322,12 @@ class Link(Service):
 
     # --- receiving --------------------------------------------------------------
 
-    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        if self.instrument.drop_incoming:
-            self.stats.dropped_by_instrumentation += 1
-            return
-        self.stats.bytes_in += len(payload)
-        if len(payload) > self.max_frame_bytes:
-            self.stats.oversized += 1
-            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: {len(payload)} bytes, more than max_frame_bytes "
-                            f"({self.max_frame_bytes}); dropped without decoding")
-            return
-        try:
-            src, dst, _type = parse_topic(topic)
-        except TopicError as e:
-            self._reject(topic, str(e))
-            return
-        if src != self._peer_dashed or dst != self._own_short_dashed:
-            self._reject(topic, f"topic is not from {self.peer_long_name} to {self.own_short_name}")
-            return
-        if _type == self._compressed_topic_type:
-            payload = self._decompress(topic, payload)
-            if payload is None:
-                return
-        try:
-            message = self.codec.decode(payload)
-        except DecodeError as e:
-            self.stats.decode_errors += 1
-            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: {_cut(str(e), 1000)}")
-            return
-        header = message.header
-        if header.src != self.peer_long_name or header.dst != self.own_short_name:
-            self._reject(topic, f"header Src/Dst {_cut(header.src)}/{_cut(header.dst)} do not match the link")
-            return
+    def _frame_checked(self, message: Message) -> None:
+        # Looked up per frame: tests and interop helpers wrap receive_frame on the instance.
         self.receive_frame(message)
 
-    def _on_peer_will(self, topic: str, payload: bytes) -> None:
-        """The peer's process announced it is gone (its Last Will, or its stop announcement)."""
-        try:
-            obj = json.loads(payload) if len(payload) <= 4096 else None
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict) or obj.get("Src") != self.peer_long_name:
-            self._reject(topic, f"not a gone announcement of {self.peer_long_name}")
-            return
-        self.stats.peer_gone += 1
-        reason = _cut(str(obj.get("Reason", "")))
+    def _peer_gone(self, reason: str) -> None:
+        """The intake accepted a gone announcement of the peer (its Last Will, or its stop announcement)."""
         transition = self._feed(LinkInput.peer_gone)
         if transition.changed:
             self.log.warn("link {link_name}: the peer is gone ({reason})", link_name=self.link_name, reason=reason)
@@ -480,37 +392,6 @@ class Link(Service):
             failure.getErrorMessage(),
         )
 
-    def _decompress(self, topic: str, payload: bytes) -> bytes | None:
-        """Inflate a compressed batch frame, never past ``max_frame_bytes`` (a small frame may inflate hugely)."""
-        inflater = zlib.decompressobj()
-        try:
-            data = inflater.decompress(payload, self.max_frame_bytes + 1)
-        except zlib.error as e:
-            self.stats.decode_errors += 1
-            self._bad_frame("undecodable", f"undecodable frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: not zlib data: {e}")
-            return None
-        if len(data) > self.max_frame_bytes or inflater.unconsumed_tail:
-            self.stats.oversized += 1
-            self._bad_frame("oversized", f"oversized frame on link {self.link_name}",
-                            f"topic {_cut(topic)}: inflates past max_frame_bytes ({self.max_frame_bytes}); dropped")
-            return None
-        return data
-
-    def _reject(self, topic: str, why: str) -> None:
-        self.stats.rejected += 1
-        self._bad_frame("rejected", f"frame rejected on link {self.link_name}", f"topic {_cut(topic)}: {why}")
-
-    def _bad_frame(self, kind: str, summary: str, details: str) -> None:
-        """Report a bad frame: at most 5 a minute per kind, each saying how many were left out before it."""
-        if not self._bad_frames.allow(kind):
-            self.stats.bad_frames_suppressed += 1
-            return
-        suppressed = self._bad_frames.take_suppressed(kind)
-        if suppressed:
-            details = f"{details} ({suppressed} more {kind} frames were not reported)"
-        self._problem("warning", summary, details)
-
     def _problem(self, problem_type: str, summary: str, details: str) -> None:
         self.log.warn("{summary}: {details}", summary=summary, details=details, link_name=self.link_name)
         try:
@@ -534,10 +415,6 @@ class Link(Service):
 
     def send_message(self, message: Message) -> Deferred:
         """Publish a complete envelope (its header must be from us to the peer)."""
-        if self.instrument.hold_outgoing:
-            d: Deferred = Deferred()
-            self.instrument.held_outgoing.append((message, d))
-            return d
         return self._publish(message)
 
     @property
@@ -575,20 +452,12 @@ class Link(Service):
         The frame is assembled from the stored bytes without decoding them.  The
         Deferred fires on the peer's ack of ``batch_id``, like :meth:`send`.
         """
-        data = b"".join(
-            (
-                self._batch_prefix,
-                b'"%s","AckRequired":true,"TypeName":"gridworks.header","Version":"001"},' % batch_id.encode(),
-                b'"Payload":{"BatchId":"%s","Events":[' % batch_id.encode(),
-                b",".join(stored_events),
-                b'],"TypeName":"gwproactor.batch"},"TypeName":"gw"}',
-            )
-        )
+        data = self._batch_frames.encode(batch_id, stored_events)
         header = make_message(self.own_long_name, self.peer_short_name, EventBatch(batch_id=batch_id),
                               ack_required=True, message_id=batch_id).header
         if self.compress and ZLIB_CAPABILITY in self.peer_capabilities:
             self.stats.compressed_batches_sent += 1
-            return self.send_message(RawFrame(header, zlib.compress(data), COMPRESSED_BATCH_TYPE))  # type: ignore[arg-type]
+            return self.send_message(RawFrame(header, compress_batch_frame(data), COMPRESSED_BATCH_TYPE))  # type: ignore[arg-type]
         return self.send_message(RawFrame(header, data))  # type: ignore[arg-type]
 
     def _publish(self, message: Message) -> Deferred:
@@ -597,7 +466,7 @@ class Link(Service):
             if isinstance(message, RawFrame):
                 data, wire_type = message.data, message.wire_type or header.message_type
             else:
-                data, wire_type = self.codec.encode(message), header.message_type
+                data, wire_type = self._codec.encode(message), header.message_type
         except Exception:
             return fail()
         ack = self.acks.expect(header.message_id, self.evidence.frame_sent()) if header.ack_required else None
@@ -627,9 +496,6 @@ class Link(Service):
         self.acks.fail(message_id, LinkDown(f"publish on link {self.link_name} failed: {failure.getErrorMessage()}"))
 
     def _send_ack(self, message_id: str) -> None:
-        if self.instrument.hold_acks:
-            self.instrument.held_acks.append(message_id)
-            return
         self.stats.acks_sent += 1
         d = self.send_message(make_ack(self.own_long_name, self.peer_short_name, message_id))
         d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
@@ -703,37 +569,7 @@ class Link(Service):
         )
         self._feed(LinkInput.receive_deadline_expired)
 
-    # --- instrumentation ----------------------------------------------------------
-
-    def release_acks(self, n: int | None = None) -> int:
-        """Publish ``n`` (default: all) held acks; returns how many were released."""
-        held = self.instrument.held_acks
-        count = len(held) if n is None else min(n, len(held))
-        release, self.instrument.held_acks = held[:count], held[count:]
-        hold, self.instrument.hold_acks = self.instrument.hold_acks, False
-        try:
-            for message_id in release:
-                self._send_ack(message_id)
-        finally:
-            self.instrument.hold_acks = hold
-        return count
-
-    def release_subacks(self) -> int:
-        """Process the held SUBACK notifications; returns how many."""
-        held, self.instrument.held_subacks = self.instrument.held_subacks, []
-        self.instrument.hold_subacks = False
-        for topic_filter, qos in held:
-            self.broker_subscribed(self.broker, topic_filter, qos)
-        return len(held)
-
-    def release_outgoing(self, n: int | None = None) -> int:
-        """Publish ``n`` (default: all) held outgoing frames; returns how many."""
-        held = self.instrument.held_outgoing
-        count = len(held) if n is None else min(n, len(held))
-        release, self.instrument.held_outgoing = held[:count], held[count:]
-        for message, d in release:
-            self._publish(message).chainDeferred(d)
-        return count
+    # --- views ----------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready view of the link for stats, health checks and test failure messages."""
@@ -752,7 +588,3 @@ class Link(Service):
             "stats": self.stats.as_dict(),
         }
 
-
-def _cut(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters for a log line or problem event (peers choose what is in it)."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

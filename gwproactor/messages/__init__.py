@@ -1,5 +1,13 @@
-"""Messages, payloads, the JSON codec and the topic scheme; :mod:`gwproactor.message` re-exports them."""
+"""Messages, payloads, the JSON codec (batch frames included) and the topic scheme; :mod:`gwproactor.message` re-exports them."""
 
+from gwproactor.messages._batch import (
+    BATCH_CAPABILITY,
+    COMPRESSED_BATCH_TYPE,
+    ZLIB_CAPABILITY,
+    BatchFrameEncoder,
+    compress_batch_frame,
+    inflate_batch_frame,
+)
 from gwproactor.messages._codec import Codec, json_backend
 from gwproactor.messages._payloads import (
     COMM_EVENT_TYPES,
@@ -41,9 +49,12 @@ from gwproactor.messages._schema import (
 from gwproactor.messages._topics import dashed, parse_topic, subscription_filter, topic_for, will_payload, will_topic
 
 __all__ = [
+    "BATCH_CAPABILITY",
     "COMM_EVENT_TYPES",
+    "COMPRESSED_BATCH_TYPE",
     "EVENT_PREFIX",
     "Ack",
+    "BatchFrameEncoder",
     "Codec",
     "CommEvent",
     "DBGEvent",
@@ -68,9 +79,12 @@ __all__ = [
     "ResponseTimeoutEvent",
     "ShutdownEvent",
     "StartupEvent",
+    "ZLIB_CAPABILITY",
     "camel",
+    "compress_batch_frame",
     "dashed",
     "default_registry",
+    "inflate_batch_frame",
     "json_backend",
     "make_ack",
     "make_message",
