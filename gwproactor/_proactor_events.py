@@ -121,3 +121,52 @@ class StoredEvents:
             self._store().park(event_id, f"handle_event failed: {failure.getErrorMessage()}"[:1000])
         except Exception:
             self._log.failure("could not park event {event_id} again", event_id=event_id)
+
+
+class EventStoreSlot:
+    """The event store of one proactor: given to it, or opened when first needed (never by its constructor).
+
+    What the store reports is logged, counted (``store_problems``) and reported as a problem event.
+
+    :param proactor: the owner (its ``settings``, ``reactor``, ``counters``, ``log`` and ``report_problem``).
+    :param outbox: the upstream link's outbox (it gets the store once there is one), or None.
+    """
+
+    def __init__(self, proactor: Any, outbox: Any) -> None:
+        self._proactor = proactor
+        self._outbox = outbox
+        self.store: Any = None
+        self.received: Any = None
+
+    def use(self, store: Any) -> Any:
+        """Use ``store`` (and its persisted ``received`` ids, or an in-memory window)."""
+        received = getattr(store, "received", None)
+        if received is None:
+            from gwproactor.store import MemoryReceivedIds
+
+            received = MemoryReceivedIds(window=self._proactor.settings.store.received_window)
+        self.store, self.received = store, received
+        if self._outbox is not None:
+            self._outbox.store = store
+        return store
+
+    def open(self) -> Any:
+        """The store, opened now (:func:`open_file_store`) if there is none yet."""
+        if self.store is None:
+            self.use(open_file_store(self._proactor.settings, self._proactor.reactor, self._problem))
+        return self.store
+
+    def _problem(self, summary: str, details: str) -> None:
+        p = self._proactor
+        p.log.warn("event store: {summary}: {details}", summary=summary, details=details)
+        p.counters["store_problems"] += 1
+        # Reported on the next reactor turn: the store may be inside append().
+        p.reactor.callLater(0, self._report, summary, details)
+
+    def _report(self, summary: str, details: str) -> None:
+        if self.store is not None:
+            self._proactor.report_problem("warning", f"event store: {summary}", details)
+
+    def close(self) -> Any:
+        """Close the store if there is one (returns its Deferred, or None)."""
+        return self.store.close() if self.store is not None else None

@@ -14,11 +14,11 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor._proactor_events import StoredEvents, open_file_store, type_name as _type_name
+from gwproactor._proactor_actors import ActorFailures
+from gwproactor._proactor_events import EventStoreSlot, StoredEvents, type_name as _type_name
 from gwproactor._proactor_links import LEGACY_LISTENER_METHODS, LinkListener, build_links
 from gwproactor._proactor_shutdown import Shutdown
 from gwproactor.actors.router import Router
-from gwproactor.actors.supervision import RestartPolicy, Supervisor
 from gwproactor.config import ProactorSettings
 from gwproactor.errors import UnknownLinkError
 from gwproactor.interfaces import IActor, IProactor, IProactorHooks
@@ -165,15 +165,9 @@ class Proactor(MultiService):
         self.short_name = settings.short_name
         self.reactor = reactor if reactor is not None else _default_reactor()
         self.codec = codec if codec is not None else Codec()
-        self.router = Router(clock=self.reactor, on_failure=self._actor_failed)
-        self._supervisor = Supervisor(
-            clock=self.reactor,
-            policy=restart_policy if restart_policy is not None else RestartPolicy(),
-            on_escalate=self._actor_escalated,
-            on_restart=self._actor_restarted,
-            redeliver=self.router.send,
-        )
-        self.router.supervisor = self._supervisor
+        self.router = Router(clock=self.reactor)
+        self._actor_failures = ActorFailures(self, self.router, restart_policy)
+        self._supervisor = self._actor_failures.supervisor
         self._problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
         self._log_levels = LogLevels()
         self.apply_log_settings()
@@ -181,21 +175,20 @@ class Proactor(MultiService):
         self._event_counts: Counter = BoundedCounter(max_keys=200)
         self._counters: Counter = Counter()
         self._inbox = Inbox(self)
-        self._shutdown = Shutdown(self, self._supervisor, self._close_store)
-        self._store: Any = None
-        self._received_ids: Any = None
         self._systemd: Any = None
         self._web: Any = None
         self._watches: list[Watch] = []
         legacy = frozenset(m for m in LEGACY_LISTENER_METHODS if getattr(type(self), m) is not getattr(Proactor, m))
         self._link_listener = LinkListener(self, self._generate_quietly, legacy)
         self._brokers, self._links, self._upstream, self._outbox = build_links(
-            self, brokers or {}, self._link_listener, self._problem_from
+            self, brokers or {}, self._link_listener, lambda *problem: self.report_problem(*problem)
         )
-        self._events = StoredEvents(lambda: self.store, self._outbox, lambda: self.codec,
-                                    self.handle_event, self._counters, self.log)
+        self._stores = EventStoreSlot(self, self._outbox)
         if store is not None:
-            self._use_store(store)
+            self._stores.use(store)
+        self._events = StoredEvents(self._stores.open, self._outbox, lambda: self.codec,
+                                    self.handle_event, self._counters, self.log)
+        self._shutdown = Shutdown(self, self._supervisor, self._stores.close)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -228,13 +221,13 @@ class Proactor(MultiService):
     @property
     def store(self) -> Any:
         """The :class:`~gwproactor.interfaces.IEventStore`; the default one is opened on first use (:meth:`open_store`)."""
-        return self._store if self._store is not None else self.open_store()
+        return self._stores.open()
 
     @property
     def received_ids(self) -> Any:
         """The :class:`~gwproactor.interfaces.IReceivedIds` of events accepted from downstream (the store's)."""
-        self.open_store()
-        return self._received_ids
+        self._stores.open()
+        return self._stores.received
 
     def open_store(self) -> Any:
         """Open the event store now, unless it was given or is open already; returns it.
@@ -243,22 +236,7 @@ class Proactor(MultiService):
         (raising :class:`~gwproactor.errors.StoreLocked` if another process holds it).  :meth:`startService`
         calls it; the runner calls it before the reactor runs, so that a store in use is a configuration error.
         """
-        if self._store is None:
-            self._use_store(open_file_store(self.settings, self.reactor, self._store_problem))
-        return self._store
-
-    def _use_store(self, store: Any) -> None:
-        received = getattr(store, "received", None)
-        if received is None:
-            from gwproactor.store import MemoryReceivedIds
-
-            received = MemoryReceivedIds(window=self.settings.store.received_window)
-        self._store, self._received_ids = store, received
-        if self._outbox is not None:
-            self._outbox.store = store
-
-    def _close_store(self) -> Any:
-        return self._store.close() if self._store is not None else None
+        return self._stores.open()
 
     def attach_web(self, web: Any = None) -> Any:
         """Serve the HTTP endpoints with this proactor (it starts and stops with it); returns the service.
@@ -354,15 +332,6 @@ class Proactor(MultiService):
         """
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs)
 
-    def _actor_failed(self, actor: Any, message: Any, failure: Failure) -> None:
-        """A delivery to ``actor`` failed: report it and let the supervisor decide."""
-        self.report_problem(
-            "error",
-            f"actor {actor.name} failed on a {message.header.message_type} message",
-            failure.getTraceback(detail="brief")[-2000:],
-        )
-        self.actor_failed(actor, failure)
-
     def actor_failed(self, actor: Any, failure: Failure) -> Deferred:
         """Tell the supervisor that ``actor`` failed (actors call it for failures in their own timers).
 
@@ -372,16 +341,6 @@ class Proactor(MultiService):
         if self.shutting_down:
             return succeed("ignored")
         return self._supervisor.failed(actor, failure)
-
-    def _actor_restarted(self, actor: Any, count: int, failure: Failure) -> None:
-        self._counters["actor_restarts"] += 1
-        self.report_problem("warning", f"actor {actor.name} restarted ({count} in the policy period)", failure.getErrorMessage())
-
-    def _actor_escalated(self, actor: Any, reason: str) -> None:
-        self._counters["actor_escalations"] += 1
-        self.log.critical("actor {actor} keeps failing: {reason}; shutting down", actor=actor.name, reason=reason)
-        self.report_problem("error", f"actor {actor.name} keeps failing; shutting down", reason)
-        self.request_shutdown(f"actor {actor.name} keeps failing: {reason}", exit_code=1)
 
     # --- links -------------------------------------------------------------------
 
@@ -509,32 +468,6 @@ class Proactor(MultiService):
         d = self.generate_event(event)
         d.addErrback(lambda f: self.log.failure("could not record a problem event", f))
         return d
-
-    def _problem_from(self, problem_type: str, summary: str, details: str) -> None:
-        self.report_problem(problem_type, summary, details)
-
-    def _store_problem(self, summary: str, details: str) -> None:
-        self.log.warn("event store: {summary}: {details}", summary=summary, details=details)
-        self._counters["store_problems"] += 1
-        # Reported on the next reactor turn: the store may be inside append().
-        self.reactor.callLater(0, self._store_problem_event, summary, details)
-
-    def _store_problem_event(self, summary: str, details: str) -> None:
-        if self.store is not None:
-            self.report_problem("warning", f"event store: {summary}", details)
-
-    def _problem_from(self, problem_type: str, summary: str, details: str) -> None:
-        self.report_problem(problem_type, summary, details)
-
-    def _store_problem(self, summary: str, details: str) -> None:
-        self.log.warn("event store: {summary}: {details}", summary=summary, details=details)
-        self._counters["store_problems"] += 1
-        # Reported on the next reactor turn: the store may be inside append().
-        self.reactor.callLater(0, self._store_problem_event, summary, details)
-
-    def _store_problem_event(self, summary: str, details: str) -> None:
-        if self._store is not None:
-            self.report_problem("warning", f"event store: {summary}", details)
 
     # --- lifecycle --------------------------------------------------------------------------
 
