@@ -50,8 +50,8 @@ API = frozenset({
     # events
     "generate_event", "requeue_parked", "report_problem",
     # lifecycle
-    "startService", "stopService", "shutdown", "request_shutdown", "when_shut_down", "shutting_down",
-    "exit_code", "shutdown_reason",
+    "privilegedStartService", "startService", "stopService", "shutdown", "request_shutdown", "when_shut_down",
+    "shutting_down", "exit_code", "shutdown_reason",
     # read-only views of the parts (for tests, tools and observability)
     "store", "received_ids", "outbox", "inbox", "router", "counters", "event_counts", "log_levels",
     "systemd", "web", "health", "stats",
@@ -81,18 +81,16 @@ class Proactor(MultiService):
     broker connections, its links and its actors, and stops them in reverse
     order.  Messages sent with :meth:`send` before it starts are queued.
 
-    Events (:meth:`generate_event`) are written to the event store first and
-    sent from there over the *upstream* link (at most one), oldest first, with
-    at most ``window`` unacked.  A proactor without an upstream link is the top
-    of its tree: its events go to :meth:`handle_event`, like the events it
+    Events (:meth:`generate_event`) are written to the event store first and sent from there over the
+    *upstream* link (at most one), oldest first, with at most ``window`` unacked.  A proactor without an
+    upstream link is the top of its tree: its events go to :meth:`handle_event`, like the events it
     receives from downstream peers.
 
-    Construction does no I/O: it stores the settings and builds objects.  The
-    event store is opened (created, locked, recovered) by :meth:`open_store`,
-    which :meth:`startService` calls (and the first use of :attr:`store`); the
-    web server starts with the proactor when ``settings.http.enabled`` (or
-    :meth:`attach_web`); systemd is told about the process only when the runner
-    (or the embedding application) calls :meth:`attach_systemd`.
+    Construction does no I/O: it stores the settings and builds objects.  The event store is opened
+    (created, locked, recovered) by :meth:`open_store`, which :meth:`startService` calls (and the first
+    use of :attr:`store`); the web server starts with the proactor when ``settings.http.enabled`` (or
+    :meth:`attach_web`); systemd hears about the process only when the runner (or the embedding
+    application) calls :meth:`attach_systemd`.
 
     **Hooks** (what a subclass overrides; :class:`~gwproactor.interfaces.IProactorHooks`):
     :meth:`link_activated`, :meth:`link_deactivated`, :meth:`handle_event`,
@@ -109,16 +107,16 @@ class Proactor(MultiService):
     * links: :meth:`get_link`, :meth:`link_states`, :meth:`send_to_link`, :attr:`links`,
       :attr:`upstream`, :attr:`brokers`;
     * events: :meth:`generate_event`, :meth:`requeue_parked`, :meth:`report_problem`;
-    * lifecycle: ``startService``, ``stopService``, :meth:`shutdown`, :meth:`request_shutdown`,
-      :meth:`when_shut_down`, :attr:`shutting_down`, :attr:`exit_code`, :attr:`shutdown_reason`;
+    * lifecycle: :meth:`privilegedStartService`, :meth:`startService`, :meth:`stopService`, :meth:`shutdown`,
+      :meth:`request_shutdown`, :meth:`when_shut_down`, :attr:`shutting_down`, :attr:`exit_code`,
+      :attr:`shutdown_reason`;
     * read-only views: :attr:`store`, :attr:`received_ids`, :attr:`outbox`, :attr:`inbox`,
       :attr:`router`, :attr:`counters`, :attr:`event_counts`, :attr:`log_levels`, :attr:`systemd`,
       :attr:`web`, :meth:`health`, :meth:`stats`.
 
-    Everything else is private.  What the links report (transitions, messages, acks,
-    problems) goes to a private listener, never to methods a subclass could override
-    by accident; ``link_transition``, ``link_message``, ``link_acked`` and
-    ``link_problem`` remain as deprecated aliases (:data:`DEPRECATED`).
+    Everything else is private.  What the links report (transitions, messages, acks, problems) goes to
+    a private listener, never to methods a subclass could override by accident; ``link_transition``,
+    ``link_message``, ``link_acked`` and ``link_problem`` remain as deprecated aliases (:data:`DEPRECATED`).
 
     :param settings: the :class:`~gwproactor.config.ProactorSettings`.
     :param reactor: the reactor; defaults to the global reactor (imported when
@@ -165,8 +163,8 @@ class Proactor(MultiService):
         self.short_name = settings.short_name
         self.reactor = reactor if reactor is not None else _default_reactor()
         self.codec = codec if codec is not None else Codec()
-        self.router = Router(clock=self.reactor)
-        self._actor_failures = ActorFailures(self, self.router, restart_policy)
+        self._router = Router(clock=self.reactor)
+        self._actor_failures = ActorFailures(self, self._router, restart_policy)
         self._supervisor = self._actor_failures.supervisor
         self._problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
         self._log_levels = LogLevels()
@@ -193,6 +191,7 @@ class Proactor(MultiService):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    router = _read_only("_router", "The :class:`~gwproactor.actors.router.Router` delivering to the actors.")
     links = _read_only("_links", "The links by name (:class:`~gwproactor.links.link.Link`).")
     upstream = _read_only("_upstream", "The upstream link, or None at the top of the tree.")
     brokers = _read_only("_brokers", "The broker connections by name (an IMQTTClient each).")
@@ -200,7 +199,7 @@ class Proactor(MultiService):
     inbox = _read_only("_inbox", "The :class:`~gwproactor.links.inbox.Inbox` of events from downstream peers.")
     counters = _read_only("_counters", "The proactor's counters (a :class:`collections.Counter`; see :meth:`stats`).")
     event_counts = _read_only("_event_counts", "Events generated and handled, by TypeName.")
-    log_levels = _read_only("_log_levels", "The :class:`~gwproactor.logs.LogLevels` applied (see :meth:`use_log_levels`).")
+    log_levels = _read_only("_log_levels", "The :class:`~gwproactor.logs.LogLevels` applied (:meth:`use_log_levels`).")
     systemd = _read_only("_systemd", "The :class:`~gwproactor.ops.systemd.SystemdService` attached, or None.")
     web = _read_only("_web", "The :class:`~gwproactor.web.server.WebService` attached, or None (until started).")
 
@@ -220,7 +219,7 @@ class Proactor(MultiService):
 
     @property
     def store(self) -> Any:
-        """The :class:`~gwproactor.interfaces.IEventStore`; the default one is opened on first use (:meth:`open_store`)."""
+        """The :class:`~gwproactor.interfaces.IEventStore`; the default one opens on first use (:meth:`open_store`)."""
         return self._stores.open()
 
     @property
@@ -289,24 +288,24 @@ class Proactor(MultiService):
         """
         if not IActor.providedBy(actor):
             raise TypeError(f"{actor!r} does not provide IActor")
-        self.router.add(actor)
+        self._router.add(actor)
         actor.proactor = self
         try:
             self.addService(actor)
         except BaseException:
-            self.router.remove(actor.name)
+            self._router.remove(actor.name)
             actor.proactor = None
             raise
         return actor
 
     def get_actor(self, name: str) -> Any:
         """The actor named ``name``; raises :class:`~gwproactor.errors.UnknownActorError`."""
-        return self.router.get(name)
+        return self._router.get(name)
 
     @property
     def actor_names(self) -> list[str]:
         """Names of the hosted actors."""
-        return self.router.names
+        return self._router.names
 
     def send(self, message: Any) -> None:
         """Route ``message`` to the actor named by its ``Header.Dst``.
@@ -315,14 +314,14 @@ class Proactor(MultiService):
         destinations are counted as dead letters and logged (rate-limited).
         Must be called from the reactor thread; see :meth:`send_threadsafe`.
         """
-        self.router.send(message)
+        self._router.send(message)
 
     def send_threadsafe(self, message: Any) -> None:
         """Like :meth:`send`, but callable from any thread (including the reactor thread)."""
         if threadable.isInIOThread():
-            self.router.send(message)
+            self._router.send(message)
         else:
-            self.reactor.callFromThread(self.router.send, message)
+            self.reactor.callFromThread(self._router.send, message)
 
     def run_blocking(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
         """Run the blocking callable ``f(*args, **kwargs)`` in the reactor's thread pool.
@@ -471,6 +470,13 @@ class Proactor(MultiService):
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        """Under ``twistd``, before privileges are dropped: attach the web server (``settings.http.enabled``) so
+        that it binds its port now, then let every child service do the same."""
+        if self.settings.http.enabled:
+            self.attach_web()
+        super().privilegedStartService()
+
     def startService(self) -> None:
         """Open the store, start broker connections, links, the web server and actors (in that order), record a
         startup event, begin delivery.
@@ -491,7 +497,7 @@ class Proactor(MultiService):
                           "(configure one with <PREFIX>_LINKS__<NAME>__PEER_LONG_NAME and __PEER_SHORT_NAME)",
                           name=self.name)
         super().startService()
-        self.router.start()
+        self._router.start()
         self._generate_quietly(StartupEvent(src=self.name))
         if self._upstream is None:
             # Events re-queued from the parked area while we were stopped (gwproactor store requeue).
@@ -583,8 +589,8 @@ class Proactor(MultiService):
         """A JSON-ready snapshot of the proactor's counters."""
         return {
             "name": self.name,
-            "router": self.router.stats.as_dict(),
-            "queued": self.router.queued,
+            "router": self._router.stats.as_dict(),
+            "queued": self._router.queued,
             "events_generated": dict(self._event_counts),
             "counters": dict(self._counters),
             "links": {name: link.summary() for name, link in self._links.items()},

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyClass, verifyObject
@@ -208,3 +209,22 @@ def test_runner_attaches_systemd_only_under_notify_socket(tmp_path: Path, monkey
     under = make_service(AppSpec("gwproactor.proactor:Proactor"), Clock())
     assert under.systemd is not None and under.systemd.notifier.path == str(tmp_path / "notify")
     under.store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_privileged_start_binds_the_web_port_before_start() -> None:
+    """Under twistd, privilegedStartService attaches the web server and binds its port; startService serves on it."""
+    from twisted.internet import reactor
+
+    p = Proactor(settings(links={}, brokers={}, http=HTTPSettings(enabled=True, port=0)), reactor=reactor,
+                 store=MemoryEventStore(clock=reactor))
+    assert p.web is None
+    p.privilegedStartService()
+    port = await p.web.when_listening()
+    assert port.getHost().port > 0 and not p.running
+    p.startService()
+    try:
+        assert p.web.port is port
+    finally:
+        await p.stopService()
+    assert p.web.port is None
