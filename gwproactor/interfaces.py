@@ -64,6 +64,37 @@ class IProactor(Interface):
         """A JSON-ready snapshot of the counters."""
 
 
+class IProactorHooks(Interface):
+    """What a :class:`~gwproactor.proactor.Proactor` subclass overrides: the whole extension surface.
+
+    The base class provides every hook (they do nothing, or count); override the ones you need.
+    A hook may return ``None`` or a Deferred.  What a subclass (or an embedding application) *calls*
+    is listed in the ``Proactor`` class docstring ("API"); everything else is private.
+    ``startService`` / ``stopService`` may be extended too, calling the base version.
+    """
+
+    settings_class = Attribute(
+        "The :class:`~gwproactor.config.ProactorSettings` subclass the runner loads from the environment "
+        "(``gwproactor run``, ``twist gwproactor``) for this application."
+    )
+
+    def link_activated(link):
+        """``link`` became active (the peer answers); called after the link's comm event is stored."""
+
+    def link_deactivated(link, reason):
+        """``link`` left active; ``reason`` is the input that caused it (``"receive_deadline"`` ...)."""
+
+    def handle_event(link, event):
+        """An event arrived from a downstream peer over ``link``, or was generated here with no upstream (``None``).
+
+        The event is acked (and remembered for deduplication) once the result fires; if it fails,
+        the event is parked and reported.  Deduplication happens before: a hook never sees a duplicate.
+        """
+
+    def handle_message(link, message):
+        """A message from a peer over ``link`` that is neither an event, a batch of events, nor a ping or ack."""
+
+
 class ICodec(Interface):
     """Turns messages into bytes and back."""
 
@@ -138,7 +169,11 @@ class IMQTTClient(Interface):
 
 
 class ILinkListener(Interface):
-    """What a link tells its owner (the proactor) about."""
+    """What a link tells its owner about.
+
+    A proactor's links report to a private listener object the proactor owns (never to the proactor
+    itself, so that a subclass cannot override these by accident); its hooks are :class:`IProactorHooks`.
+    """
 
     def link_transition(link, transition):
         """The link's state machine changed state (``transition`` is a ``links.machine.Transition``)."""

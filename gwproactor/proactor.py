@@ -2,49 +2,64 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Any, Callable, TypeVar
 
-from twisted.application.service import MultiService, Service
-from twisted.internet import defer, threads
+from twisted.application.service import MultiService
+from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gwproactor._proactor_actors import ActorFailures
+from gwproactor._proactor_events import EventStoreSlot, StoredEvents, type_name as _type_name
+from gwproactor._proactor_links import LEGACY_LISTENER_METHODS, LinkListener, build_links
+from gwproactor._proactor_shutdown import Shutdown
 from gwproactor.actors.router import Router
-from gwproactor.actors.supervision import RestartPolicy, Supervisor
 from gwproactor.config import ProactorSettings
-from gwproactor.errors import ConfigError, DecodeError, EncodeError, UnknownLinkError
-from gwproactor.interfaces import IActor, ILinkListener, IProactor
+from gwproactor.errors import UnknownLinkError
+from gwproactor.interfaces import IActor, IProactor, IProactorHooks
 from gwproactor.links.expiry import Expiry
 from gwproactor.links.inbox import Inbox
 from gwproactor.links.link import Link
-from gwproactor.links.outbox import Outbox
-from gwproactor.mqtt.settings import make_broker
 from gwproactor.logs import LogLevels, level_from_name
+from gwproactor.message import Codec, ProblemEvent, StartupEvent
 from gwproactor.ops.clock import use_monotonic_time
 from gwproactor.ops.counters import BoundedCounter
 from gwproactor.ops.problems import RateLimiter
-from gwproactor.ops.systemd import SystemdService, Watch, link_status, notify_socket_from_env
-from gwproactor.message import (
-    will_payload,
-    will_topic,
-    COMM_EVENT_TYPES,
-    Codec,
-    DBGPayload,
-    Event,
-    EventBatch,
-    ProblemEvent,
-    ShutdownEvent,
-    StartupEvent,
-)
+from gwproactor.ops.systemd import Watch
 
 T = TypeVar("T")
 
-__all__ = ["Proactor"]
+__all__ = ["API", "DEPRECATED", "Proactor"]
+
+#: What a subclass or an embedding application calls (methods and read-only attributes); with the hooks of
+#: :class:`~gwproactor.interfaces.IProactorHooks` and what :class:`~twisted.application.service.MultiService`
+#: provides, this is the whole public surface of :class:`Proactor` (``tests/test_proactor_surface.py`` checks).
+API = frozenset({
+    # construction and wiring (before startService)
+    "settings", "name", "short_name", "reactor", "codec", "log", "open_store", "attach_web", "attach_systemd",
+    "use_log_levels", "apply_log_settings",
+    # actors and routing
+    "add_actor", "get_actor", "actor_names", "send", "send_threadsafe", "run_blocking", "actor_failed", "watch",
+    # links
+    "get_link", "link_states", "send_to_link", "links", "upstream", "brokers",
+    # events
+    "generate_event", "requeue_parked", "report_problem",
+    # lifecycle
+    "privilegedStartService", "startService", "stopService", "shutdown", "request_shutdown", "when_shut_down",
+    "shutting_down", "exit_code", "shutdown_reason",
+    # read-only views of the parts (for tests, tools and observability)
+    "store", "received_ids", "outbox", "inbox", "router", "counters", "event_counts", "log_levels",
+    "systemd", "web", "health", "stats",
+})
+
+#: Deprecated aliases of what the links report (now told to a private listener); a subclass that overrides
+#: one still gets the calls, with a DeprecationWarning when it is defined.  Use the hooks instead.
+DEPRECATED = frozenset(LEGACY_LISTENER_METHODS)
 
 
 def _default_reactor() -> Any:
@@ -53,7 +68,11 @@ def _default_reactor() -> Any:
     return reactor
 
 
-@implementer(IProactor, ILinkListener)
+def _read_only(attribute: str, doc: str) -> Any:
+    return property(lambda self: getattr(self, attribute), doc=doc)
+
+
+@implementer(IProactor, IProactorHooks)
 class Proactor(MultiService):
     """A SCADA process: live actors on one reactor, linked to peers over MQTT.
 
@@ -62,29 +81,69 @@ class Proactor(MultiService):
     broker connections, its links and its actors, and stops them in reverse
     order.  Messages sent with :meth:`send` before it starts are queued.
 
-    Events (:meth:`generate_event`) are written to the event store first and
-    sent from there over the *upstream* link (at most one), oldest first, with
-    at most ``window`` unacked.  A proactor without an upstream link is the top
-    of its tree: its events go to :meth:`handle_event`, like the events it
+    Events (:meth:`generate_event`) are written to the event store first and sent from there over the
+    *upstream* link (at most one), oldest first, with at most ``window`` unacked.  A proactor without an
+    upstream link is the top of its tree: its events go to :meth:`handle_event`, like the events it
     receives from downstream peers.
 
-    Subclasses override the hooks :meth:`link_activated`,
-    :meth:`link_deactivated`, :meth:`handle_event` and :meth:`handle_message`.
+    Construction does no I/O: it stores the settings and builds objects.  The event store is opened
+    (created, locked, recovered) by :meth:`open_store`, which :meth:`startService` calls (and the first
+    use of :attr:`store`); the web server starts with the proactor when ``settings.http.enabled`` (or
+    :meth:`attach_web`); systemd hears about the process only when the runner (or the embedding
+    application) calls :meth:`attach_systemd`.
+
+    **Hooks** (what a subclass overrides; :class:`~gwproactor.interfaces.IProactorHooks`):
+    :meth:`link_activated`, :meth:`link_deactivated`, :meth:`handle_event`,
+    :meth:`handle_message`, and the class attribute :attr:`settings_class`.
+    ``startService`` / ``stopService`` may be extended (call the base version).
+
+    **API** (what a subclass or an embedding application calls; :data:`API`):
+
+    * wiring, before start: :attr:`settings`, :attr:`name`, :attr:`short_name`, :attr:`reactor`,
+      :attr:`codec`, :meth:`open_store`, :meth:`attach_web`, :meth:`attach_systemd`,
+      :meth:`use_log_levels`, :meth:`apply_log_settings`;
+    * actors: :meth:`add_actor`, :meth:`get_actor`, :attr:`actor_names`, :meth:`send`,
+      :meth:`send_threadsafe`, :meth:`run_blocking`, :meth:`actor_failed`, :meth:`watch`;
+    * links: :meth:`get_link`, :meth:`link_states`, :meth:`send_to_link`, :attr:`links`,
+      :attr:`upstream`, :attr:`brokers`;
+    * events: :meth:`generate_event`, :meth:`requeue_parked`, :meth:`report_problem`;
+    * lifecycle: :meth:`privilegedStartService`, :meth:`startService`, :meth:`stopService`, :meth:`shutdown`,
+      :meth:`request_shutdown`, :meth:`when_shut_down`, :attr:`shutting_down`, :attr:`exit_code`,
+      :attr:`shutdown_reason`;
+    * read-only views: :attr:`store`, :attr:`received_ids`, :attr:`outbox`, :attr:`inbox`,
+      :attr:`router`, :attr:`counters`, :attr:`event_counts`, :attr:`log_levels`, :attr:`systemd`,
+      :attr:`web`, :meth:`health`, :meth:`stats`.
+
+    Everything else is private.  What the links report (transitions, messages, acks, problems) goes to
+    a private listener, never to methods a subclass could override by accident; ``link_transition``,
+    ``link_message``, ``link_acked`` and ``link_problem`` remain as deprecated aliases (:data:`DEPRECATED`).
 
     :param settings: the :class:`~gwproactor.config.ProactorSettings`.
     :param reactor: the reactor; defaults to the global reactor (imported when
         the proactor is built, never at module import).
     :param store: an :class:`~gwproactor.interfaces.IEventStore`; by default a
         :class:`~gwproactor.store.FileEventStore` in ``settings.store.directory``
-        (resolved under the XDG state directory when unset).
+        (resolved under the XDG state directory when unset), opened by :meth:`open_store`.
     :param codec: the :class:`~gwproactor.message.Codec` (register application
         payload types in its registry).
     :param brokers: broker connections by name (an
         :class:`~gwproactor.interfaces.IMQTTClient` each) instead of building them
         from ``settings.brokers``.
+    :param restart_policy: the :class:`~gwproactor.actors.supervision.RestartPolicy` of failing actors.
     """
 
     log = Logger(namespace="gwproactor.proactor")
+
+    #: The settings class the runner loads from the environment for this application (a hook: override it).
+    settings_class: type[ProactorSettings] = ProactorSettings
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method in LEGACY_LISTENER_METHODS:
+            if method in cls.__dict__:
+                warnings.warn(f"{cls.__qualname__}.{method} overrides a deprecated Proactor method (links report "
+                              "to a private listener now); use the hooks of IProactorHooks",
+                              DeprecationWarning, stacklevel=2)
 
     def __init__(
         self,
@@ -104,137 +163,121 @@ class Proactor(MultiService):
         self.short_name = settings.short_name
         self.reactor = reactor if reactor is not None else _default_reactor()
         self.codec = codec if codec is not None else Codec()
-        self.router = Router(clock=self.reactor, on_failure=self._actor_failed)
-        self.supervisor = Supervisor(
-            clock=self.reactor,
-            policy=restart_policy if restart_policy is not None else RestartPolicy(),
-            on_escalate=self._actor_escalated,
-            on_restart=self._actor_restarted,
-            redeliver=self.router.send,
-        )
-        self.router.supervisor = self.supervisor
-        self.problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
-        self.log_levels = LogLevels()
+        self._router = Router(clock=self.reactor)
+        self._actor_failures = ActorFailures(self, self._router, restart_policy)
+        self._supervisor = self._actor_failures.supervisor
+        self._problem_limiter = RateLimiter(clock=self.reactor, max_per_period=5, period_s=60.0)
+        self._log_levels = LogLevels()
         self.apply_log_settings()
         # Keyed by TypeName, which peers choose: bounded (see BoundedCounter).
-        self.event_counts: Counter = BoundedCounter(max_keys=200)
-        self.counters: Counter = Counter()
-        self.inbox = Inbox(self)
-        self.exit_code = 0
-        self.shutdown_reason: str | None = None
-        self._shutdown: Deferred | None = None
-        self._requested: tuple[str, int] | None = None
-        self._shut_down_waiters: list[Deferred] = []
-        self.store = store if store is not None else self._open_store()
-        received = getattr(self.store, "received", None)
-        if received is None:
-            from gwproactor.store import MemoryReceivedIds
-
-            received = MemoryReceivedIds(window=settings.store.received_window)
-        self.received_ids = received
-        self.brokers: dict[str, Any] = {}
-        self.links: dict[str, Link] = {}
-        self.upstream: Link | None = None
-        self.outbox: Outbox | None = None
-        self._build_links(brokers or {})
-        self.systemd: Any = None
-        if notify_socket_from_env():
-            # Not a child service: it starts after every child (READY=1 means everything has
-            # started) and stops first (STOPPING=1 as the shutdown begins).
-            self.systemd = SystemdService(self.reactor, status=link_status(self))
-        self.web: Any = None
-        if settings.http.enabled:
-            from gwproactor.web.server import WebService
-
-            self.web = WebService(
-                self, endpoint=f"tcp:{settings.http.port}:interface={settings.http.host}", reactor=self.reactor
-            )
-            self.web.setName("web")
-            self.addService(self.web)
+        self._event_counts: Counter = BoundedCounter(max_keys=200)
+        self._counters: Counter = Counter()
+        self._inbox = Inbox(self)
+        self._systemd: Any = None
+        self._web: Any = None
+        self._watches: list[Watch] = []
+        legacy = frozenset(m for m in LEGACY_LISTENER_METHODS if getattr(type(self), m) is not getattr(Proactor, m))
+        self._link_listener = LinkListener(self, self._generate_quietly, legacy)
+        self._brokers, self._links, self._upstream, self._outbox = build_links(
+            self, brokers or {}, self._link_listener, lambda *problem: self.report_problem(*problem)
+        )
+        self._stores = EventStoreSlot(self, self._outbox)
+        if store is not None:
+            self._stores.use(store)
+        self._events = StoredEvents(self._stores.open, self._outbox, lambda: self.codec,
+                                    self.handle_event, self._counters, self.log)
+        self._shutdown = Shutdown(self, self._supervisor, self._stores.close)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    router = _read_only("_router", "The :class:`~gwproactor.actors.router.Router` delivering to the actors.")
+    links = _read_only("_links", "The links by name (:class:`~gwproactor.links.link.Link`).")
+    upstream = _read_only("_upstream", "The upstream link, or None at the top of the tree.")
+    brokers = _read_only("_brokers", "The broker connections by name (an IMQTTClient each).")
+    outbox = _read_only("_outbox", "The upstream link's :class:`~gwproactor.links.outbox.Outbox`, or None.")
+    inbox = _read_only("_inbox", "The :class:`~gwproactor.links.inbox.Inbox` of events from downstream peers.")
+    counters = _read_only("_counters", "The proactor's counters (a :class:`collections.Counter`; see :meth:`stats`).")
+    event_counts = _read_only("_event_counts", "Events generated and handled, by TypeName.")
+    log_levels = _read_only("_log_levels", "The :class:`~gwproactor.logs.LogLevels` applied (:meth:`use_log_levels`).")
+    systemd = _read_only("_systemd", "The :class:`~gwproactor.ops.systemd.SystemdService` attached, or None.")
+    web = _read_only("_web", "The :class:`~gwproactor.web.server.WebService` attached, or None (until started).")
 
     # --- construction ----------------------------------------------------------
 
     def use_log_levels(self, log_levels: LogLevels) -> None:
         """Use ``log_levels`` (whose predicate filters the real log observers) and apply the settings to it."""
-        self.log_levels = log_levels
+        self._log_levels = log_levels
         self.apply_log_settings()
 
     def apply_log_settings(self) -> None:
         """Apply ``settings.logging`` (base level, per-category levels) to :attr:`log_levels`."""
         logging = self.settings.logging
-        self.log_levels.set_default(level_from_name(logging.base_level))
+        self._log_levels.set_default(level_from_name(logging.base_level))
         for category, name in logging.levels.items():
-            self.log_levels.set_category(category, level_from_name(name))
+            self._log_levels.set_category(category, level_from_name(name))
 
-    def _open_store(self) -> Any:
-        from gwproactor.store import FileEventStore
+    @property
+    def store(self) -> Any:
+        """The :class:`~gwproactor.interfaces.IEventStore`; the default one opens on first use (:meth:`open_store`)."""
+        return self._stores.open()
 
-        s = self.settings.resolve_paths().store
-        return FileEventStore.open(
-            str(s.directory),
-            clock=self.reactor,
-            sync=s.sync_policy,
-            group_ms=s.group_commit_ms,
-            segment_bytes=s.segment_bytes,
-            max_bytes=s.max_bytes,
-            full_policy=s.full_policy,
-            on_problem=self._store_problem,
-            received_window=s.received_window,
-            fsync_in_thread=s.fsync_in_thread and IReactorFromThreads.providedBy(self.reactor),
-        )
+    @property
+    def received_ids(self) -> Any:
+        """The :class:`~gwproactor.interfaces.IReceivedIds` of events accepted from downstream (the store's)."""
+        self._stores.open()
+        return self._stores.received
 
-    def _build_links(self, brokers: dict[str, Any]) -> None:
-        upstream = [name for name, ls in self.settings.links.items() if ls.upstream]
-        if len(upstream) > 1:
-            raise ConfigError(f"at most one upstream link is supported; configured: {', '.join(sorted(upstream))}")
-        for link_name, ls in self.settings.links.items():
-            broker = brokers.get(ls.broker) or self.brokers.get(ls.broker)
-            if broker is None:
-                broker = make_broker(ls.broker, self.settings.brokers[ls.broker], self.reactor)
-            if ls.broker not in self.brokers:
-                self.brokers[ls.broker] = broker
-                if hasattr(broker, "will") and broker.will is None:
-                    # Fast death notice for our peers (4.x peers never subscribe to it).
-                    broker.will = (will_topic(self.name), will_payload(self.name, "connection lost"))
-                    broker.stop_announcement = will_payload(self.name, "stopped")
-                if isinstance(broker, Service):
-                    if broker.name is None:
-                        broker.setName(f"broker:{ls.broker}")
-                    self.addService(broker)
-            link = Link(
-                link_name,
-                own_long_name=self.name,
-                own_short_name=self.short_name,
-                peer_long_name=ls.peer_long_name,
-                peer_short_name=ls.peer_short_name,
-                broker=broker,
-                codec=self.codec,
-                listener=self,
-                clock=self.reactor,
-                ack_timeout_s=ls.ack_timeout_s,
-                heartbeat_s=ls.heartbeat_s,
-                receive_deadline_s=ls.receive_deadline_s,
-                qos=ls.qos,
-                upstream=ls.upstream,
-                batch_max=ls.batch_max,
-                max_frame_bytes=ls.max_frame_bytes,
-                compress=ls.compress,
-            )
-            self.links[link_name] = link
-            self.addService(link)
-            if ls.upstream:
-                self.upstream = link
-                self.outbox = Outbox(
-                    store=self.store,
-                    link=link,
-                    codec=self.codec,
-                    window=ls.window,
-                    on_problem=self._problem_from,
-                    park_after=ls.park_after,
-                )
+    def open_store(self) -> Any:
+        """Open the event store now, unless it was given or is open already; returns it.
+
+        The default :class:`~gwproactor.store.FileEventStore` is created, locked and recovered here
+        (raising :class:`~gwproactor.errors.StoreLocked` if another process holds it).  :meth:`startService`
+        calls it; the runner calls it before the reactor runs, so that a store in use is a configuration error.
+        """
+        return self._stores.open()
+
+    def attach_web(self, web: Any = None) -> Any:
+        """Serve the HTTP endpoints with this proactor (it starts and stops with it); returns the service.
+
+        ``web`` defaults to a :class:`~gwproactor.web.server.WebService` on ``settings.http``'s host
+        and port.  :meth:`startService` calls it when ``settings.http.enabled``; it builds objects only
+        (the port is bound when the service starts), and a second call returns the service attached.
+        """
+        if self._web is not None:
+            return self._web
+        if web is None:
+            from gwproactor.web.server import WebService
+
+            http = self.settings.http
+            web = WebService(self, endpoint=f"tcp:{http.port}:interface={http.host}", reactor=self.reactor)
+            web.setName("web")
+        self._web = web
+        web.setServiceParent(self)
+        if not self.running:  # starts after the links and broker connections, before the actors; stops after them
+            wired = {*self._links.values(), *self._brokers.values()}
+            self.services.remove(web)
+            self.services.insert(max((i + 1 for i, s in enumerate(self.services) if s in wired), default=0), web)
+        return web
+
+    def attach_systemd(self, systemd: Any = None) -> Any:
+        """Tell systemd about this process: ``READY=1`` once started, watchdog pats, ``STATUS=``, ``STOPPING=1``.
+
+        The runner (``gwproactor run``, ``twist gwproactor``) calls it when systemd runs the process
+        (``$NOTIFY_SOCKET``); the proactor never does on its own, so an embedded proactor does not speak
+        for its host.  ``systemd`` defaults to a :class:`~gwproactor.ops.systemd.SystemdService` on
+        ``$NOTIFY_SOCKET`` reporting :meth:`link_states`.  It starts after every child service and stops
+        first.  Returns it.
+        """
+        if systemd is None:
+            from gwproactor.ops.systemd import SystemdService, link_status
+
+            systemd = SystemdService(self.reactor, status=link_status(self))
+        systemd.watched.extend(self._watches)
+        self._systemd = systemd
+        if self.running and not systemd.running:
+            systemd.startService()
+        return systemd
 
     # --- actors and routing ----------------------------------------------------
 
@@ -245,24 +288,24 @@ class Proactor(MultiService):
         """
         if not IActor.providedBy(actor):
             raise TypeError(f"{actor!r} does not provide IActor")
-        self.router.add(actor)
+        self._router.add(actor)
         actor.proactor = self
         try:
             self.addService(actor)
         except BaseException:
-            self.router.remove(actor.name)
+            self._router.remove(actor.name)
             actor.proactor = None
             raise
         return actor
 
     def get_actor(self, name: str) -> Any:
         """The actor named ``name``; raises :class:`~gwproactor.errors.UnknownActorError`."""
-        return self.router.get(name)
+        return self._router.get(name)
 
     @property
     def actor_names(self) -> list[str]:
         """Names of the hosted actors."""
-        return self.router.names
+        return self._router.names
 
     def send(self, message: Any) -> None:
         """Route ``message`` to the actor named by its ``Header.Dst``.
@@ -271,14 +314,14 @@ class Proactor(MultiService):
         destinations are counted as dead letters and logged (rate-limited).
         Must be called from the reactor thread; see :meth:`send_threadsafe`.
         """
-        self.router.send(message)
+        self._router.send(message)
 
     def send_threadsafe(self, message: Any) -> None:
         """Like :meth:`send`, but callable from any thread (including the reactor thread)."""
         if threadable.isInIOThread():
-            self.router.send(message)
+            self._router.send(message)
         else:
-            self.reactor.callFromThread(self.router.send, message)
+            self.reactor.callFromThread(self._router.send, message)
 
     def run_blocking(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
         """Run the blocking callable ``f(*args, **kwargs)`` in the reactor's thread pool.
@@ -288,15 +331,6 @@ class Proactor(MultiService):
         """
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs)
 
-    def _actor_failed(self, actor: Any, message: Any, failure: Failure) -> None:
-        """A delivery to ``actor`` failed: report it and let the supervisor decide."""
-        self.report_problem(
-            "error",
-            f"actor {actor.name} failed on a {message.header.message_type} message",
-            failure.getTraceback(detail="brief")[-2000:],
-        )
-        self.actor_failed(actor, failure)
-
     def actor_failed(self, actor: Any, failure: Failure) -> Deferred:
         """Tell the supervisor that ``actor`` failed (actors call it for failures in their own timers).
 
@@ -305,30 +339,20 @@ class Proactor(MultiService):
         """
         if self.shutting_down:
             return succeed("ignored")
-        return self.supervisor.failed(actor, failure)
-
-    def _actor_restarted(self, actor: Any, count: int, failure: Failure) -> None:
-        self.counters["actor_restarts"] += 1
-        self.report_problem("warning", f"actor {actor.name} restarted ({count} in the policy period)", failure.getErrorMessage())
-
-    def _actor_escalated(self, actor: Any, reason: str) -> None:
-        self.counters["actor_escalations"] += 1
-        self.log.critical("actor {actor} keeps failing: {reason}; shutting down", actor=actor.name, reason=reason)
-        self.report_problem("error", f"actor {actor.name} keeps failing; shutting down", reason)
-        self.request_shutdown(f"actor {actor.name} keeps failing: {reason}", exit_code=1)
+        return self._supervisor.failed(actor, failure)
 
     # --- links -------------------------------------------------------------------
 
     def get_link(self, name: str) -> Link:
         """The link named ``name``; raises :class:`~gwproactor.errors.UnknownLinkError`."""
         try:
-            return self.links[name]
+            return self._links[name]
         except KeyError:
-            raise UnknownLinkError(f"no link is named {name!r}; links: {', '.join(self.links) or 'none'}") from None
+            raise UnknownLinkError(f"no link is named {name!r}; links: {', '.join(self._links) or 'none'}") from None
 
     def link_states(self) -> dict[str, str]:
         """Each link's communication state by link name."""
-        return {name: link.state.value for name, link in self.links.items()}
+        return {name: link.state.value for name, link in self._links.items()}
 
     def send_to_link(self, link_name: str, payload: Any, *, ack_required: bool | None = None) -> Deferred:
         """Send ``payload`` to the peer of link ``link_name``.
@@ -343,49 +367,23 @@ class Proactor(MultiService):
             return fail()
         return link.send(payload, ack_required=ack_required)
 
-    # ILinkListener
+    # --- what the links report (deprecated aliases; the links tell a private listener) ----------------------
 
     def link_transition(self, link: Link, transition: Any) -> None:
-        """Generate the comm events of a transition and call the activation hooks.
-
-        Order matters: the outbox hears that the link left active before the transition's
-        comm events are stored (else it would send them on the dead link, and again after
-        reactivation), and it is activated after they are stored (they go with the backlog).
-        """
-        if transition.left_active and link is self.upstream and self.outbox is not None:
-            self.outbox.deactivated()
-        for type_name in transition.comm_events:
-            event = COMM_EVENT_TYPES[type_name](src=self.name, peer_name=link.link_name)
-            self._generate_quietly(event)
-        if transition.entered_active:
-            link.announce()
-            if link is self.upstream and self.outbox is not None:
-                self.outbox.activated()
-            self._call_hook(self.link_activated, link)
-        elif transition.left_active:
-            self._call_hook(self.link_deactivated, link, transition.input.value)
+        """Deprecated: a link changed state (comm events, outbox, activation hooks); override the hooks instead."""
+        self._link_listener.transition(link, transition)
 
     def link_message(self, link: Link, message: Any) -> Any:
-        """Accept a message from a peer: events are deduplicated, stored or handled; others go to :meth:`handle_message`."""
-        payload = message.payload
-        if isinstance(payload, Event):
-            return self.inbox.accept_event(link, payload)
-        if isinstance(payload, EventBatch):
-            return self.inbox.accept_batch(link, payload)
-        if isinstance(payload, DBGPayload):
-            return self.inbox.handle_dbg(link, message)
-        self.counters["messages_received"] += 1
-        return self.handle_message(link, message)
+        """Deprecated: a message from a peer (events deduplicated, stored or handled); override the hooks instead."""
+        return self._link_listener.message(link, message)
 
     def link_acked(self, link: Link, message_id: str, rtt: Any) -> None:
-        """An ack arrived on ``link``: an upstream event leaves the store."""
-        if link is self.upstream and self.outbox is not None:
-            self.outbox.acked(message_id)
+        """Deprecated: an ack from a peer (an upstream event leaves the store)."""
+        self._link_listener.acked(link, message_id, rtt)
 
     def link_problem(self, link: Link, problem_type: str, summary: str, details: str) -> None:
-        """A link reported a problem: counted and turned into a problem event."""
-        self.counters[f"link_problems.{link.link_name}"] += 1
-        self.report_problem(problem_type, summary, details)
+        """Deprecated: a link reported a problem (counted, turned into a problem event)."""
+        self._link_listener.problem(link, problem_type, summary, details)
 
     # --- hooks for applications ----------------------------------------------------------
 
@@ -401,12 +399,12 @@ class Proactor(MultiService):
         Return ``None`` or a Deferred; the event is acked (and remembered for
         deduplication) when it fires.  The default only counts it.
         """
-        self.event_counts[f"handled.{event.type_name if hasattr(event, 'type_name') else type(event).TYPE_NAME}"] += 1
+        self._event_counts[f"handled.{event.type_name if hasattr(event, 'type_name') else type(event).TYPE_NAME}"] += 1
         return None
 
     def handle_message(self, link: Link, message: Any) -> Any:
         """Hook: a non-event message from a peer.  The default logs and counts it as unhandled."""
-        self.counters["unhandled_messages"] += 1
+        self._counters["unhandled_messages"] += 1
         self.log.info(
             "unhandled {message_type} message from link {link_name}",
             message_type=message.header.message_type,
@@ -414,14 +412,6 @@ class Proactor(MultiService):
         )
         return None
 
-    def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
-        try:
-            result = hook(*args)
-        except BaseException:
-            self.log.failure("hook {hook} failed", hook=hook.__name__)
-            return
-        if isinstance(result, Deferred):
-            result.addErrback(lambda f: self.log.failure("hook {hook} failed", f, hook=hook.__name__))
 
     # --- events --------------------------------------------------------------------------
 
@@ -436,31 +426,14 @@ class Proactor(MultiService):
         the event goes to :meth:`handle_event` and the Deferred fires with its
         result.
         """
-        self.event_counts[_type_name(event)] += 1
-        if self.upstream is None:
+        self._event_counts[_type_name(event)] += 1
+        if self._upstream is None:
             return maybeDeferred(self.handle_event, None, event).addCallback(lambda _: event.message_id)
-        return self._store_event(event)
+        return self._events.append(event)
 
     def _store_event(self, event: Any) -> Deferred:
-        try:
-            data = self.codec.encode_payload(event)
-        except (EncodeError, DecodeError, TypeError, ValueError):
-            return fail()
-        event_id = event.message_id
-        priority = getattr(event, "PRIORITY", "normal")
-        d = self.store.append(event_id, data)
-        early = self.outbox is not None and not d.called
-        if early:
-            # The record is written (not yet synced): it may go out now, in parallel
-            # with the fsync.  The caller's Deferred still waits for durability; an
-            # event lost in a crash before the fsync was never promised.
-            self.outbox.added(event_id, priority)
-        return d.addCallback(self._event_durable, event_id, priority, not early)
-
-    def _event_durable(self, result: Any, event_id: str, priority: str, tell_outbox: bool) -> str:
-        if tell_outbox and self.outbox is not None:
-            self.outbox.added(event_id, priority)
-        return event_id
+        """Append ``event`` to the store (the inbox forwards events from downstream with it)."""
+        return self._events.append(event)
 
     def requeue_parked(self, event_ids: list[str] | None = None) -> Deferred:
         """Make parked events (all, or those named) pending again and deliver them.
@@ -469,37 +442,7 @@ class Proactor(MultiService):
         tree (no upstream link) they are handed to :meth:`handle_event` again, with ``link``
         ``None``, and parked again if it still fails.  Fires with the ids re-queued.
         """
-        return self.store.requeue(event_ids).addCallback(self._requeued)
-
-    def _requeued(self, event_ids: list[str]) -> list[str]:
-        if self.outbox is not None:
-            for event_id in event_ids:
-                self.outbox.added(event_id)
-        elif self.upstream is None:
-            self._deliver_stored(event_ids)
-        return event_ids
-
-    def _deliver_stored(self, event_ids: list[str]) -> None:
-        """Without an upstream link: hand stored (re-queued) events to :meth:`handle_event`, ack or park each."""
-        for event_id in event_ids:
-            try:
-                event = self.codec.decode_payload(self.store.read(event_id))
-            except Exception as e:
-                self.log.error("stored event {event_id} cannot be read: {error}", event_id=event_id, error=str(e))
-                continue
-            d = maybeDeferred(self.handle_event, None, event)
-            d.addCallbacks(self._stored_handled, self._stored_refused, (event_id,), None, (event_id,))
-
-    def _stored_handled(self, _: Any, event_id: str) -> None:
-        self.store.ack(event_id)
-
-    def _stored_refused(self, failure: Failure, event_id: str) -> None:
-        self.counters["events_parked"] += 1
-        self.log.failure("handle_event refused re-queued event {event_id}; parked again", failure, event_id=event_id)
-        try:
-            self.store.park(event_id, f"handle_event failed: {failure.getErrorMessage()}"[:1000])
-        except Exception:
-            self.log.failure("could not park event {event_id} again", event_id=event_id)
+        return self._events.requeue(event_ids, top_of_tree=self._upstream is None)
 
     def _generate_quietly(self, event: Any) -> None:
         d = self.generate_event(event)
@@ -513,11 +456,11 @@ class Proactor(MultiService):
         Rate-limited per summary (5 a minute): the rest are counted, logged at
         debug level, and the next report that goes out says how many were suppressed.
         """
-        self.counters[f"problems.{problem_type}"] += 1
-        if not self.problem_limiter.allow(summary):
-            self.counters["problems_suppressed"] += 1
+        self._counters[f"problems.{problem_type}"] += 1
+        if not self._problem_limiter.allow(summary):
+            self._counters["problems_suppressed"] += 1
             return succeed(None)
-        suppressed = self.problem_limiter.take_suppressed(summary)
+        suppressed = self._problem_limiter.take_suppressed(summary)
         if suppressed:
             details = f"{details}\n({suppressed} more like this were not reported)"
         event = ProblemEvent(src=self.name, problem_type=problem_type, summary=summary[:500], details=details[:5000])
@@ -525,57 +468,58 @@ class Proactor(MultiService):
         d.addErrback(lambda f: self.log.failure("could not record a problem event", f))
         return d
 
-    def _problem_from(self, problem_type: str, summary: str, details: str) -> None:
-        self.report_problem(problem_type, summary, details)
-
-    def _store_problem(self, summary: str, details: str) -> None:
-        self.log.warn("event store: {summary}: {details}", summary=summary, details=details)
-        self.counters["store_problems"] += 1
-        # Reported on the next reactor turn: the store may be inside append().
-        self.reactor.callLater(0, self._store_problem_event, summary, details)
-
-    def _store_problem_event(self, summary: str, details: str) -> None:
-        if self.store is not None:
-            self.report_problem("warning", f"event store: {summary}", details)
-
     # --- lifecycle --------------------------------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        """Under ``twistd``, before privileges are dropped: attach the web server (``settings.http.enabled``) so
+        that it binds its port now, then let every child service do the same."""
+        if self.settings.http.enabled:
+            self.attach_web()
+        super().privilegedStartService()
+
     def startService(self) -> None:
-        """Start broker connections, links and actors (in that order), record a startup event, begin delivery.
+        """Open the store, start broker connections, links, the web server and actors (in that order), record a
+        startup event, begin delivery.
 
         First, unless ``settings.monotonic_time`` is False, the reactor's timers move to the monotonic
         clock (:func:`~gwproactor.ops.clock.use_monotonic_time`; see ``docs/embedding.rst``).
         """
         if self.settings.monotonic_time:
             use_monotonic_time(self.reactor)
-        if self.outbox is not None:
+        self.open_store()
+        if self.settings.http.enabled:
+            self.attach_web()
+        if self._outbox is not None:
             # The TTLs the event classes registered by now declare (applications register at import).
-            self.outbox.expiry = Expiry.from_registry(self.codec.registry.classes())
-        if not self.links:
+            self._outbox.expiry = Expiry.from_registry(self.codec.registry.classes())
+        if not self._links:
             self.log.warn("{name} has no links: it will neither send nor receive anything over MQTT "
                           "(configure one with <PREFIX>_LINKS__<NAME>__PEER_LONG_NAME and __PEER_SHORT_NAME)",
                           name=self.name)
         super().startService()
-        self.router.start()
+        self._router.start()
         self._generate_quietly(StartupEvent(src=self.name))
-        if self.upstream is None:
+        if self._upstream is None:
             # Events re-queued from the parked area while we were stopped (gwproactor store requeue).
             pending = self.store.pending_ids()
             if pending:
-                self._deliver_stored(pending)
-        if self.systemd is not None:
-            self.systemd.startService()
+                self._events.deliver_stored(pending)
+        if self._systemd is not None:
+            self._systemd.startService()
 
     def watch(self, name: str, timeout_s: float) -> Any:
         """A pat callable for something the systemd watchdog should wait on (an actor's main loop ...).
 
         Call the result at least every ``timeout_s`` seconds; when it stops being
         called, the watchdog stops patting and systemd restarts the process.
-        Without systemd (no ``NOTIFY_SOCKET``) the pat does nothing.
+        Without systemd (:meth:`attach_systemd` not called) the pat does nothing, unless
+        systemd is attached later: then it is watched from the watchdog's start.
         """
-        if self.systemd is not None:
-            return self.systemd.watch(name, timeout_s)
-        return Watch(name, timeout_s, self.reactor)
+        if self._systemd is not None:
+            return self._systemd.watch(name, timeout_s)
+        w = Watch(name, timeout_s, self.reactor)
+        self._watches.append(w)
+        return w
 
     def stopService(self) -> Deferred:
         """Shut down gracefully (see :meth:`shutdown`); the Deferred fires with the exit code when all has stopped.
@@ -583,13 +527,23 @@ class Proactor(MultiService):
         Subclasses that override it call the base version; every shutdown path
         (a signal, :meth:`request_shutdown`, the service parent stopping) runs it.
         """
-        reason, exit_code = self._requested or ("service stopped", 0)
-        return self._begin_shutdown(reason, exit_code)
+        reason, exit_code = self._shutdown.requested or ("service stopped", 0)
+        return self._shutdown.begin(reason, exit_code)
 
     @property
     def shutting_down(self) -> bool:
         """True once a shutdown has begun."""
-        return self._shutdown is not None
+        return self._shutdown.started
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status of the shutdown (0 until one ends otherwise)."""
+        return self._shutdown.exit_code
+
+    @property
+    def shutdown_reason(self) -> str | None:
+        """Why the proactor shut down (None until it begins to)."""
+        return self._shutdown.reason
 
     def request_shutdown(self, reason: str, exit_code: int = 0) -> None:
         """Ask for an orderly shutdown; callable from any thread and from any actor.
@@ -605,12 +559,7 @@ class Proactor(MultiService):
 
     def when_shut_down(self) -> Deferred:
         """A Deferred that fires with the exit code once a shutdown has completed."""
-        d: Deferred = Deferred()
-        if self._shutdown is not None and self._shutdown.called:
-            d.callback(self.exit_code)
-        else:
-            self._shut_down_waiters.append(d)
-        return d
+        return self._shutdown.when_done()
 
     def shutdown(self, reason: str = "requested", exit_code: int = 0) -> Deferred:
         """Shut down in order, once (later calls wait for the first); fires with the exit code.
@@ -623,76 +572,10 @@ class Proactor(MultiService):
         (and the store) gets ``settings.service_stop_timeout_s`` to stop; one that
         does not is logged by name and left behind, and the exit code becomes 1.
         """
-        if self._shutdown is None and self._requested is None:
-            self._requested = (reason, exit_code)
+        if not self._shutdown.started and self._shutdown.requested is None:
+            self._shutdown.requested = (reason, exit_code)
             return self.stopService()
-        return self._begin_shutdown(reason, exit_code)
-
-    def _begin_shutdown(self, reason: str, exit_code: int) -> Deferred:
-        if self._shutdown is None:
-            self.exit_code = exit_code
-            self.shutdown_reason = reason
-            self._shutdown = Deferred.fromCoroutine(self._graceful(reason))
-            self._shutdown.addBoth(self._shut_down)
-        d: Deferred = Deferred()
-        self._shutdown.addBoth(lambda r: (d.callback(self.exit_code), r)[1])
-        return d
-
-    def _shut_down(self, result: Any) -> None:
-        if isinstance(result, Failure):
-            self.log.failure("shutdown failed", result)
-            self.exit_code = self.exit_code or 1
-        waiters, self._shut_down_waiters = self._shut_down_waiters, []
-        for d in waiters:
-            d.callback(self.exit_code)
-
-    async def _graceful(self, reason: str) -> None:
-        from twisted.internet.task import deferLater
-
-        self.log.info("{name} shutting down: {reason}", name=self.name, reason=reason)
-        self.router.stop()
-        self.supervisor.stop()
-        if self.systemd is not None and self.systemd.running:
-            self.systemd.stopService()
-        if self.running:
-            deadline = self.reactor.seconds() + self.settings.shutdown_grace_s
-            while self._in_flight() and self.reactor.seconds() < deadline:
-                await deferLater(self.reactor, 0.02, lambda: None)
-            event = ShutdownEvent(src=self.name, reason=reason)
-            try:
-                d = self.generate_event(event)
-                d.addTimeout(max(self.settings.shutdown_grace_s, 1.0), self.reactor)
-                await d
-            except BaseException:
-                self.log.failure("could not record the shutdown event")
-        Service.stopService(self)
-        for service in reversed(list(self)):
-            name = service.name or repr(service)
-            await self._stop_within(service.stopService, f"service {name!r} ({type(service).__name__})", name)
-        await self._stop_within(self.store.close, "the event store", "event store")
-        self.log.info("{name} stopped", name=self.name)
-
-    async def _stop_within(self, stop: Callable[[], Any], what: str, service: str) -> None:
-        """Run ``stop()`` and wait for it at most ``settings.service_stop_timeout_s``; past that, go on (exit status 1)."""
-        timeout_s = self.settings.service_stop_timeout_s
-        d = maybeDeferred(stop)
-        d.addTimeout(timeout_s, self.reactor)
-        try:
-            await d
-        except defer.TimeoutError:
-            self.counters["stop_timeouts"] += 1
-            self.exit_code = self.exit_code or 1
-            self.log.error(
-                "{what} did not stop within {timeout_s} s; shutting down without waiting for it",
-                what=what,
-                service=service,
-                timeout_s=timeout_s,
-            )
-        except BaseException:
-            self.log.failure("stopping {what} failed", what=what, service=service)
-
-    def _in_flight(self) -> int:
-        return sum(link.awaiting_acks for link in self.links.values() if link.is_active)
+        return self._shutdown.begin(reason, exit_code)
 
     # --- observability -------------------------------------------------------------------------
 
@@ -706,22 +589,17 @@ class Proactor(MultiService):
         """A JSON-ready snapshot of the proactor's counters."""
         return {
             "name": self.name,
-            "router": self.router.stats.as_dict(),
-            "queued": self.router.queued,
-            "events_generated": dict(self.event_counts),
-            "counters": dict(self.counters),
-            "links": {name: link.summary() for name, link in self.links.items()},
-            "outbox": self.outbox.summary() if self.outbox is not None else None,
+            "router": self._router.stats.as_dict(),
+            "queued": self._router.queued,
+            "events_generated": dict(self._event_counts),
+            "counters": dict(self._counters),
+            "links": {name: link.summary() for name, link in self._links.items()},
+            "outbox": self._outbox.summary() if self._outbox is not None else None,
             "store": self.store.stats(),
-            "brokers": {name: _broker_stats(b) for name, b in self.brokers.items()},
-            "supervision": self.supervisor.stats(),
-            "problems": self.problem_limiter.stats(),
+            "brokers": {name: _broker_stats(b) for name, b in self._brokers.items()},
+            "supervision": self._supervisor.stats(),
+            "problems": self._problem_limiter.stats(),
         }
-
-
-def _type_name(event: Any) -> str:
-    name = getattr(event, "type_name", None)
-    return name if isinstance(name, str) else type(event).TYPE_NAME
 
 
 def _broker_stats(broker: Any) -> Any:

@@ -27,7 +27,7 @@ from gwproactor.errors import ConfigError, InvalidSettings, StoreError, StoreLoc
 from gwproactor.ops.clock import use_monotonic_time
 from gwproactor.ops.gcfreeze import freeze_after_start
 
-__all__ = ["AppSpec", "check", "load_app", "make_service", "report_config_error", "run"]
+__all__ = ["AppSpec", "attach_systemd", "check", "load_app", "make_service", "report_config_error", "run"]
 
 #: The exit status of a configuration error (argparse's usage-error status; systemd's ``Restart=on-failure``
 #: restarts it, and the same mistake stops it again at once: fix the setting named in ``systemctl status``).
@@ -70,7 +70,7 @@ def load_app(spec: str) -> Any:
 
 
 def _settings_class(obj: Any) -> type:
-    cls = getattr(obj, "settings_class", None)
+    cls = getattr(obj, "settings_class", None)  # declared on Proactor; a factory may declare it too
     return cls if isinstance(cls, type) and issubclass(cls, ProactorSettings) else ProactorSettings
 
 
@@ -124,8 +124,10 @@ def make_service(spec: AppSpec, reactor: Any) -> Any:
     """Build the application's proactor (an ``IService``) once its settings have been checked completely.
 
     The settings are loaded and checked (:func:`gwproactor.preflight.check_settings`: endpoints, certificate
-    files, the store directory ...) before the proactor is built; then its event store is opened and its
-    broker endpoints are built (certificate files are read here, before the reactor runs).  A factory that
+    files, the store directory ...) before the proactor is built; then its event store is opened
+    (:meth:`~gwproactor.proactor.Proactor.open_store`: the proactor's constructor does no I/O), its broker
+    endpoints are built (certificate files are read here, before the reactor runs), and, under systemd, its
+    notification is attached (:func:`attach_systemd`).  A factory that
     loads its own settings has them checked once it has returned.
 
     :raises ConfigError: one problem per line (an :class:`~gwproactor.errors.InvalidSettings`), each naming
@@ -151,14 +153,12 @@ def make_service(spec: AppSpec, reactor: Any) -> Any:
             if settings is not None:
                 kwargs["settings"] = settings
             service = obj(**kwargs)
+        if isinstance(service, Proactor):
+            service.open_store()  # construction does no I/O: a store in use is found here, before the reactor runs
     except StoreLocked as e:
-        holder = f"process {e.pid}" if e.pid is not None else "another process"
-        raise ConfigError(f"{_store_setting(store_var, settings)}: the event store is in use by {holder} (another "
-                          "instance, or another application with the same directory); stop it, or give this one "
-                          f"its own directory with {store_var}") from None
+        raise _store_in_use(e, store_var, settings) from None
     except (StoreError, OSError) as e:
-        raise ConfigError(f"{_store_setting(store_var, settings)}: cannot open the event store: {_one_line(e)}; "
-                          f"fix it or set {store_var} to a directory this user may write") from None
+        raise _store_unusable(e, store_var, settings) from None
     if not isinstance(service, Proactor):
         raise ConfigError(f"--app {spec.app!r} returned {type(service).__name__}, not a Proactor")
     if settings is None:
@@ -172,7 +172,36 @@ def make_service(spec: AppSpec, reactor: Any) -> Any:
                 broker_settings = service.settings.brokers.get(name)
                 field = "endpoint" if broker_settings is not None and broker_settings.endpoint else "tls"
                 raise ConfigError(f"{setting_name(spec.env_prefix, 'brokers', name, field)}: {_one_line(e)}") from None
+    attach_systemd(service)
     return service
+
+
+def attach_systemd(proactor: Any, environ: Any = None) -> Any:
+    """Attach systemd notification to ``proactor`` when systemd runs this process (``$NOTIFY_SOCKET`` is set).
+
+    The proactor then sends ``READY=1`` once started, feeds the watchdog (``$WATCHDOG_USEC``), reports its
+    link states as ``STATUS=`` and sends ``STOPPING=1`` as it shuts down
+    (:meth:`~gwproactor.proactor.Proactor.attach_systemd`).  :func:`make_service` calls it: the runner owns
+    the process, so it speaks for it; a proactor embedded in another service never reads the environment.
+    Returns the :class:`~gwproactor.ops.systemd.SystemdService`, or None when not under systemd.
+    """
+    from gwproactor.ops.systemd import notify_socket_from_env
+
+    if notify_socket_from_env(environ) is None or proactor.systemd is not None:
+        return proactor.systemd
+    return proactor.attach_systemd()
+
+
+def _store_in_use(e: StoreLocked, store_var: str, settings: Any) -> ConfigError:
+    holder = f"process {e.pid}" if e.pid is not None else "another process"
+    return ConfigError(f"{_store_setting(store_var, settings)}: the event store is in use by {holder} (another "
+                       "instance, or another application with the same directory); stop it, or give this one "
+                       f"its own directory with {store_var}")
+
+
+def _store_unusable(e: BaseException, store_var: str, settings: Any) -> ConfigError:
+    return ConfigError(f"{_store_setting(store_var, settings)}: cannot open the event store: {_one_line(e)}; "
+                       f"fix it or set {store_var} to a directory this user may write")
 
 
 def _store_setting(var: str, settings: Any) -> str:

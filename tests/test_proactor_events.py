@@ -136,10 +136,12 @@ class HeldFsync:
 
 
 def test_proactor_interfaces() -> None:
-    """A wired proactor provides IProactor and ILinkListener; its store provides IEventStore."""
+    """A wired proactor provides IProactor, its links' listener ILinkListener; its store provides IEventStore."""
     p = Pair()
     assert verifyObject(IProactor, p.child)
-    assert verifyObject(ILinkListener, p.child)
+    assert not ILinkListener.providedBy(p.child)
+    for link in p.child.links.values():
+        assert verifyObject(ILinkListener, link.listener) and link.listener is not p.child
     assert verifyObject(IEventStore, p.child.store)
 
 

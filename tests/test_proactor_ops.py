@@ -191,7 +191,7 @@ def test_no_restart_while_shutting_down() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_systemd_ready_and_stopping(tmp_path: Any, monkeypatch: Any) -> None:
-    """Under systemd (NOTIFY_SOCKET) the proactor sends READY=1 once started and STOPPING=1 when it stops."""
+    """Under systemd (NOTIFY_SOCKET) the runner's proactor sends READY=1 once started and STOPPING=1 when it stops."""
     from twisted.internet import reactor
     from twisted.internet.protocol import DatagramProtocol
 
@@ -208,6 +208,10 @@ async def test_systemd_ready_and_stopping(tmp_path: Any, monkeypatch: Any) -> No
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     p = Proactor(ProactorSettings(long_name="d1.sd", short_name="sd"), reactor=reactor, store=MemoryEventStore(clock=reactor))
+    assert p.systemd is None  # the constructor never reads NOTIFY_SOCKET
+    from gwproactor.runner import attach_systemd
+
+    assert attach_systemd(p) is p.systemd is not None
     try:
         p.startService()
         await await_for(lambda: any(b"READY=1" in r for r in received), 10, describe=lambda: repr(received))

@@ -297,3 +297,27 @@ def test_log_format_is_checked(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
     result, _ = gwproactor(["run", "--log-format", "xml", "--app", "gwproactor.proactor:Proactor"], base_env(tmp_path))
     assert result.returncode == 2 and "--log-format" in result.stderr
+
+
+def test_run_under_systemd_sends_ready_then_stopping(tmp_path: Path) -> None:
+    """`gwproactor run` under $NOTIFY_SOCKET attaches systemd: READY=1 once started, then STOPPING=1."""
+    (tmp_path / "home").mkdir()
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(path)
+        env = base_env(tmp_path, NOTIFY_SOCKET=path)
+        result, _ = gwproactor(["run", "--app", "tests.runner_apps:StartThenStop"], env)
+        assert result.returncode == 0, result.stderr
+        sock.setblocking(False)
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        sock.close()
+    ready = [i for i, d in enumerate(datagrams) if "READY=1" in d]
+    stopping = [i for i, d in enumerate(datagrams) if "STOPPING=1" in d]
+    assert ready and stopping and ready[0] < stopping[0], datagrams

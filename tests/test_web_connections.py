@@ -329,7 +329,7 @@ def test_http_settings_reach_the_site() -> None:
     http = HTTPSettings(enabled=True, port=0, request_deadline_s=2.5, max_connections=7, max_body_bytes=999)
     p = Proactor(ProactorSettings(long_name="d1.web", short_name="w", http=http), reactor=clock,
                  store=MemoryEventStore(clock=clock), brokers={"default": FakeMQTTClient()})
-    site = p.web.site
+    site = p.attach_web().site  # built when the proactor starts, or now on request
     assert (site.request_deadline_s, site.max_connections, site.max_body_bytes) == (2.5, 7, 999)
     assert HTTPSettings() == HTTPSettings(request_deadline_s=10.0, max_connections=64, max_body_bytes=65536)
 

@@ -62,7 +62,7 @@ async def serve(tmp_path: Path, reactor: Any, backend: str = "auto", **http: Any
     )
     p = Proactor(settings, reactor=reactor, store=store, codec=Codec(backend=backend),
                  brokers={"default": FakeMQTTClient()})
-    p.web.startService()
+    p.attach_web().startService()  # only the web service: the proactor is not started
     port = (await p.web.when_listening()).getHost().port
     return Served(p, store, f"http://127.0.0.1:{port}", port)
 

@@ -11,6 +11,7 @@ import pytest_twisted
 import treq
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -369,6 +370,62 @@ async def test_web_service_listens_on_an_endpoint_string(proactor: FakeProactor,
     await service.stopService()
     with pytest.raises(Exception):
         await treq.get(url + "/stats", persistent=False)
+
+
+def test_web_service_is_twisteds_stream_server_endpoint_service(proactor: FakeProactor) -> None:
+    """WebService is a StreamServerEndpointService; building it parses nothing and binds nothing."""
+    from twisted.application.internet import StreamServerEndpointService
+
+    service = WebService(proactor, "tcp:0:interface=127.0.0.1", reactor=task.Clock())
+    assert isinstance(service, StreamServerEndpointService)
+    assert service.endpoint == "tcp:0:interface=127.0.0.1" and service.port is None
+    assert service.stopService() is None and not service.running  # stopping a service never started
+
+
+def test_web_service_on_a_memory_endpoint_reports_the_port_and_stops_it(proactor: FakeProactor) -> None:
+    """An endpoint object works too: when_listening fires with its port; stopService stops listening, then fires."""
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    memory = MemoryReactor()
+    service = WebService(proactor, TCP4ServerEndpoint(memory, 0, interface="127.0.0.1"), reactor=task.Clock())
+    waiting = service.when_listening()
+    service.startService()
+    port = waiting.result
+    assert service.port is port and memory.tcpServers[0][1] is service.site
+    stopped = service.stopService()
+    assert stopped.called and service.port is None and not service.running
+    service.startService()  # it may start again
+    assert len(memory.tcpServers) == 2
+    service.stopService()
+
+
+def test_a_listen_failure_is_logged_and_fails_when_listening(proactor: FakeProactor) -> None:
+    """A port that cannot be bound fails when_listening; the service keeps running without a port and stops cleanly."""
+    from twisted.internet.error import CannotListenError
+
+    @implementer(IStreamServerEndpoint)
+    class Refusing:
+        def listen(self, factory: Any) -> Deferred:
+            return fail(CannotListenError("127.0.0.1", 1, OSError("in use")))
+
+    from twisted.logger import globalLogPublisher
+
+    service = WebService(proactor, Refusing(), reactor=task.Clock())
+    waiting = service.when_listening()
+    captured_logs: list[dict] = []
+    globalLogPublisher.addObserver(captured_logs.append)
+    try:
+        service.startService()
+    finally:
+        globalLogPublisher.removeObserver(captured_logs.append)
+    failure = waiting.result
+    waiting.addErrback(lambda f: None)
+    assert failure.check(CannotListenError) and service.running and service.port is None
+    assert any("could not listen" in e.get("log_format", "") for e in captured_logs)
+    stopped = service.stopService()
+    assert stopped.called and not service.running
 
 
 @pytest_twisted.ensureDeferred

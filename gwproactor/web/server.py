@@ -7,8 +7,9 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -369,8 +370,25 @@ def _measured_lag(proactor: Any) -> Any:
     return monitor
 
 
-class WebService(Service):
-    """Serves :func:`make_site` on a server endpoint string (``"tcp:8080:interface=127.0.0.1"``).
+class _ReportingEndpoint:
+    """Wraps the server endpoint of a :class:`WebService` to tell it the port bound (or why not)."""
+
+    def __init__(self, endpoint: Any, service: WebService) -> None:
+        self._endpoint = endpoint
+        self._service = service
+
+    def listen(self, factory: Any) -> Deferred:
+        """Listen with the wrapped endpoint; the service hears the outcome before anyone else."""
+        return self._endpoint.listen(factory).addCallbacks(self._service._listened, self._service._listen_failed)
+
+
+class WebService(StreamServerEndpointService):
+    """Serves :func:`make_site` on a server endpoint (a string like ``"tcp:8080:interface=127.0.0.1"``).
+
+    A :class:`~twisted.application.internet.StreamServerEndpointService`: it listens when it starts
+    (``privilegedStartService`` under ``twistd``), and ``stopService`` stops listening (or cancels the
+    attempt) and fires once the port is closed.  An endpoint string is parsed when the service starts.
+    A listen failure is logged; the service keeps running without a port.
 
     The limits of the site (``max_body_bytes``, ``request_deadline_s``, ``max_connections``) are taken
     from ``proactor.settings.http`` when the proactor has settings, unless given in ``site_kwargs``.
@@ -384,7 +402,7 @@ class WebService(Service):
     def __init__(
         self,
         proactor: Any,
-        endpoint: str = "tcp:8080:interface=127.0.0.1",
+        endpoint: Any = "tcp:8080:interface=127.0.0.1",
         *,
         reactor: Any = None,
         name: str = "web",
@@ -394,7 +412,7 @@ class WebService(Service):
 
         self.name = name
         self.proactor = proactor
-        self.endpoint = endpoint
+        self.description = endpoint if isinstance(endpoint, str) else repr(endpoint)
         self.reactor = reactor if reactor is not None else proactor.reactor
         settings = getattr(getattr(proactor, "settings", None), "http", None)
         if isinstance(settings, HTTPSettings):
@@ -403,30 +421,39 @@ class WebService(Service):
         site_kwargs.setdefault("reactor", self.reactor)
         site_kwargs.setdefault("lag", lambda: _measured_lag(proactor))
         self.site = make_site(proactor, **site_kwargs)
+        super().__init__(endpoint, self.site)
         self.port: Any = None
-        self._listening: Deferred | None = None
         self._waiters: list[Deferred] = []
 
-    def startService(self) -> None:
-        """Start listening; a listen failure is logged (the service keeps running without a port)."""
+    def privilegedStartService(self) -> None:
+        """Start listening (parsing an endpoint string first)."""
         from twisted.internet.endpoints import serverFromString
 
-        super().startService()
-        self._listening = serverFromString(self.reactor, self.endpoint).listen(self.site)
-        self._listening.addCallbacks(self._listened, self._listen_failed)
+        endpoint = self.endpoint
+        if isinstance(endpoint, str):
+            endpoint = serverFromString(self.reactor, endpoint)
+        self.endpoint = _ReportingEndpoint(endpoint, self)
+        try:
+            super().privilegedStartService()
+        finally:
+            self.endpoint = endpoint
 
-    def _listened(self, port: Any) -> None:
+    def _listened(self, port: Any) -> Any:
         self.port = port
         self.log.info("HTTP endpoints listening on {address}", address=str(port.getHost()))
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)
+        return port
 
-    def _listen_failed(self, failure: Failure) -> None:
-        self.log.failure("HTTP endpoints could not listen on {endpoint}", failure, endpoint=self.endpoint)
+    def _listen_failed(self, failure: Failure) -> Any:
+        if failure.check(CancelledError):
+            return failure  # stopped before it listened: StreamServerEndpointService expects it
+        self.log.failure("HTTP endpoints could not listen on {endpoint}", failure, endpoint=self.description)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
+        return None
 
     def when_listening(self) -> Deferred:
         """A Deferred that fires with the listening port (at once if listening)."""
@@ -439,11 +466,11 @@ class WebService(Service):
         return d
 
     def stopService(self) -> Deferred | None:
-        """Stop listening; returns the Deferred of ``stopListening``."""
-        super().stopService()
-        if self._listening is not None and not self._listening.called:
-            self._listening.cancel()
-        port, self.port = self.port, None
-        if port is not None:
-            return maybeDeferred(port.stopListening)
-        return None
+        """Stop listening (or cancel the attempt); the Deferred fires once the port is closed."""
+        self.port = None
+        if self._waitingForPort is None:  # never started
+            Service.stopService(self)
+            return None
+        d = super().stopService()
+        self._waitingForPort = None  # it may start again
+        return d
