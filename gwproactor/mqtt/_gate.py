@@ -28,7 +28,8 @@ class AttemptFailed(MQTTError):
 
 
 class Reconnector(ClientService):
-    """ClientService without its own "Scheduling retry" log lines: the broker connection logs each retry, naming the broker."""
+    """ClientService without its own "Scheduling retry" log lines (the broker connection logs each retry itself,
+    naming the broker)."""
 
     _log = Logger(observer=lambda event: None)
 

@@ -7,17 +7,17 @@ the broker's CONNACK, so a connection counts as made (and the count of failed at
 the broker accepted it.  :meth:`BrokerConnection.stopService` sends DISCONNECT before ClientService closes
 the connection.
 
-One part stays ours (in :mod:`gwproactor.mqtt._gate`), for a measured reason (Twisted 26.10;
-``tests/test_mqtt_backoff.py`` pins it):
-ClientService's state machine has no transition for a connection that is *lost* while ``prepareConnection``
-is pending or after it failed -- the ``connectionLost`` of its protocol proxy raises
-``automat.NoTransition`` in its ``Connecting`` and ``Waiting`` states -- and it does not close a connection
-whose preparation failed.  An MQTT connection is often lost before its CONNACK (a refused CONNACK, no
-CONNACK within ``connect_timeout``, a broker that closes at once).  So ClientService connects through
-:class:`~gwproactor.mqtt._gate.GatedEndpoint`, whose :class:`~gwproactor.mqtt._gate.Gate` protocol passes the loss of a connection on to ClientService
-only after the CONNACK; before it, the loss fails the attempt (the Deferred ``prepareConnection`` returned)
-instead.  The gated endpoint also bounds each attempt by ``connect_timeout`` (ClientService has no attempt
-timeout) and builds the real endpoint lazily (in a thread when TLS files would be read on a running reactor).
+One part stays ours (:mod:`gwproactor.mqtt._gate`), for a measured reason (Twisted 26.10;
+``tests/test_mqtt_backoff.py`` pins it): ClientService's state machine has no transition for a connection
+that is *lost* while ``prepareConnection`` is pending or after it failed -- the ``connectionLost`` of its
+protocol proxy raises ``automat.NoTransition`` in its ``Connecting`` and ``Waiting`` states -- and it does
+not close a connection whose preparation failed.  An MQTT connection is often lost before its CONNACK (a
+refused CONNACK, no CONNACK within ``connect_timeout``, a broker that closes at once).  So ClientService
+connects through a :class:`~gwproactor.mqtt._gate.GatedEndpoint`, whose :class:`~gwproactor.mqtt._gate.Gate`
+protocol passes the loss of a connection on to ClientService only after the CONNACK; before it, the loss
+fails the attempt (the Deferred ``prepareConnection`` returned) instead.  The gated endpoint also bounds
+each attempt by ``connect_timeout`` (ClientService has no attempt timeout) and builds the real endpoint
+lazily (in a thread when TLS files would be read on a running reactor).
 """
 
 from __future__ import annotations
@@ -323,7 +323,8 @@ class BrokerConnection(Service):
             return defer.fail(ValueError(f"qos must be 0 or 1, got {qos!r}"))
         if not isinstance(payload, (bytes, bytearray)):
             return defer.fail(TypeError(f"payload must be bytes, got {type(payload).__name__}"))
-        session = self._session
+        gate = self._gate  # (not the _session property: this is the hot path)
+        session = gate.session if gate is not None else None
         if not self._connected or session is None:
             return defer.fail(NotConnectedError(f"broker {self.name!r} is not connected; cannot publish to {topic!r}"))
         try:
