@@ -36,13 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import (
-    ConfigError,
-    ConnectionRefusedByBroker,
-    InvalidTopic,
-    NotConnectedError,
-    PublishFailed,
-)
+from gwproactor.errors import ConfigError, ConnectionRefusedByBroker, InvalidTopic, NotConnectedError, PublishFailed
 from gwproactor.interfaces import IBrokerObserver, IMQTTClient
 from gwproactor.mqtt._gate import AttemptFailed, Gate, GatedEndpoint, Reconnector, SessionFactory
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
