@@ -91,6 +91,13 @@ def test_policy_backoff_is_exponential_and_capped() -> None:
         policy.max_restarts = 3  # type: ignore[misc]
 
 
+def test_policy_backoff_edge_cases_are_kept() -> None:
+    """A zero initial delay or cap restarts at once; a cap below the initial delay is the delay."""
+    assert [RestartPolicy(backoff_initial_s=0, backoff_cap_s=5).backoff(n) for n in (1, 3)] == [0, 0]
+    assert [RestartPolicy(backoff_initial_s=2, backoff_cap_s=0).backoff(n) for n in (1, 3)] == [0, 0]
+    assert [RestartPolicy(backoff_initial_s=4, backoff_cap_s=3).backoff(n) for n in (1, 2)] == [3, 3]
+
+
 def test_failed_actor_is_stopped_then_restarted_after_the_backoff(clock: Clock) -> None:
     """A failure stops the actor at once and starts it again after backoff_initial_s, then on_restart runs."""
     sup, calls = make(clock, backoff_initial_s=2)

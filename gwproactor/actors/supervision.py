@@ -10,6 +10,8 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gwproactor.ops.backoff import Backoff
+
 #: Outcomes of :meth:`Supervisor.failed` (the value its Deferred fires with).
 RESTARTED = "restarted"
 ESCALATED = "escalated"
@@ -35,7 +37,10 @@ class RestartPolicy:
 
     def backoff(self, n: int) -> float:
         """Seconds to wait before the ``n``-th restart (``n`` ≥ 1) within the window."""
-        return min(self.backoff_cap_s, self.backoff_initial_s * 2 ** max(0, n - 1))
+        initial = min(self.backoff_initial_s, self.backoff_cap_s)
+        if not initial > 0:
+            return 0.0  # a zero initial delay or cap: restart at once (Backoff itself wants delays > 0)
+        return Backoff(initial=initial, factor=2.0, cap=self.backoff_cap_s).ceiling(max(0, n - 1))
 
 
 @attrs.define

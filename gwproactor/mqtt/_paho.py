@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Protocol as TypingProtocol
 
-import paho.mqtt
 from paho.mqtt import client as paho_client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
@@ -51,15 +50,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 __all__ = [
-    "PAHO_VERSION",
     "PahoProtocol",
     "SessionListener",
     "TopicFilters",
     "topic_filter_error",
     "topic_name_error",
 ]
-
-PAHO_VERSION: str = paho.mqtt.__version__
 
 _PINGREQ = b"\xc0\x00"
 

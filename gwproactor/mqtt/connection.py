@@ -1,4 +1,24 @@
-"""The broker connection service: one reconnecting MQTT 3.1.1 connection per broker, on the reactor thread."""
+"""The broker connection service: one reconnecting MQTT 3.1.1 connection per broker, on the reactor thread.
+
+:class:`BrokerConnection` is built on Twisted's :class:`~twisted.application.internet.ClientService`, which
+makes the connection attempts and waits between them: its ``retryPolicy`` is our
+:meth:`~gwproactor.ops.backoff.Backoff.retry_policy`, and its ``prepareConnection`` holds each connection until
+the broker's CONNACK, so a connection counts as made (and the count of failed attempts is reset) only once
+the broker accepted it.  :meth:`BrokerConnection.stopService` sends DISCONNECT before ClientService closes
+the connection.
+
+One part stays ours (:mod:`gwproactor.mqtt._gate`), for a measured reason (Twisted 26.10;
+``tests/test_mqtt_backoff.py`` pins it): ClientService's state machine has no transition for a connection
+that is *lost* while ``prepareConnection`` is pending or after it failed -- the ``connectionLost`` of its
+protocol proxy raises ``automat.NoTransition`` in its ``Connecting`` and ``Waiting`` states -- and it does
+not close a connection whose preparation failed.  An MQTT connection is often lost before its CONNACK (a
+refused CONNACK, no CONNACK within ``connect_timeout``, a broker that closes at once).  So ClientService
+connects through a :class:`~gwproactor.mqtt._gate.GatedEndpoint`, whose :class:`~gwproactor.mqtt._gate.Gate`
+protocol passes the loss of a connection on to ClientService only after the CONNACK; before it, the loss
+fails the attempt (the Deferred ``prepareConnection`` returned) instead.  The gated endpoint also bounds
+each attempt by ``connect_timeout`` (ClientService has no attempt timeout) and builds the real endpoint
+lazily (in a thread when TLS files would be read on a running reactor).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +27,21 @@ import uuid
 from typing import Any, Callable
 
 import attrs
+from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import (
-    ConfigError,
-    ConnectionRefusedByBroker,
-    InvalidTopic,
-    NotConnectedError,
-    PublishFailed,
-)
+from gwproactor.errors import ConfigError, ConnectionRefusedByBroker, InvalidTopic, NotConnectedError, PublishFailed
 from gwproactor.interfaces import IBrokerObserver, IMQTTClient
+from gwproactor.mqtt._gate import AttemptFailed, Gate, GatedEndpoint, Reconnector, SessionFactory
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
-from gwproactor.mqtt.backoff import Backoff
 from gwproactor.mqtt.endpoints import make_client_endpoint
+from gwproactor.ops.backoff import Backoff
 
 __all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
 
@@ -34,18 +49,6 @@ log = Logger()
 
 _STOP_GRACE_S = 5.0
 
-
-
-class _QuietOneShot(Factory):
-    """The factory of one connection attempt: it builds the given session, and logs no "Starting factory" lines."""
-
-    noisy = False
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-
-    def buildProtocol(self, addr: Any) -> Any:
-        return self._session
 
 @attrs.define(frozen=True)
 class TLSOptions:
@@ -93,9 +96,11 @@ class BrokerConnection(Service):
 
     Configure it with a Twisted client endpoint string (``endpoint="tcp:host=h:port=1883"``,
     ``"tls:..."``) or with ``host`` / ``port`` / ``tls``.  ``startService``
-    starts connecting; it reconnects forever with :class:`Backoff` delays
-    (attempt count reset by an accepting CONNACK), re-subscribes every topic
-    filter after every CONNACK and reports its state to
+    starts connecting; it reconnects forever (a
+    :class:`~twisted.application.internet.ClientService` inside) with
+    :class:`~gwproactor.ops.backoff.Backoff` delays drawn from ``rng`` (attempt
+    count reset by an accepting CONNACK), re-subscribes every topic filter after
+    every CONNACK and reports its state to
     :class:`~gwproactor.interfaces.IBrokerObserver` observers.
 
     Every connection uses a clean session: QoS 1 publishes in flight when a
@@ -134,19 +139,13 @@ class BrokerConnection(Service):
     _in_flight: dict[int, Deferred] = attrs.field(init=False, factory=dict)
     _when_connected: list[Deferred] = attrs.field(init=False, factory=list)
     _when_subscribed: list[Deferred] = attrs.field(init=False, factory=list)
-    _when_closed: list[Deferred] = attrs.field(init=False, factory=list)
     _counters: dict[str, int] = attrs.field(init=False, factory=dict)
     _client_endpoint: Any = attrs.field(init=False, default=None)
-    _building: Deferred | None = attrs.field(init=False, default=None)
-    _session: PahoProtocol | None = attrs.field(init=False, default=None)
-    _attempt_d: Deferred | None = attrs.field(init=False, default=None)
-    _retry_call: IDelayedCall | None = attrs.field(init=False, default=None)
-    _timeout_call: IDelayedCall | None = attrs.field(init=False, default=None)
-    _failures: int = attrs.field(init=False, default=0)
+    _gate: Gate | None = attrs.field(init=False, default=None)
+    """The current connection (from TCP connect to its loss); ``None`` between connections."""
+    _service: ClientService = attrs.field(init=False, default=None)
     _connected: bool = attrs.field(init=False, default=False)
     _fully_subscribed: bool = attrs.field(init=False, default=False)
-    _stopping: bool = attrs.field(init=False, default=False)
-    _attempt_timed_out: bool = attrs.field(init=False, default=False)
     last_error: str | None = attrs.field(init=False, default=None)
     """Why the last connect attempt failed or the last connection was lost (``None`` before any)."""
 
@@ -175,6 +174,17 @@ class BrokerConnection(Service):
             bytes_in=0,
             bytes_out=0,
         )
+        sessions = SessionFactory(self._new_session)
+        endpoint = GatedEndpoint(endpoint=self._endpoint, sessions=sessions, timeout=self.connect_timeout,
+                                 clock=self.reactor, made=self._connection_made, failed=self._attempt_failed_early,
+                                 label=f"broker {self.name!r} at {self.endpoint or f'{self.host}:{self.port}'}")
+        self._service = Reconnector(endpoint, sessions, clock=self.reactor, retryPolicy=self._retry_policy(),
+                                    prepareConnection=self._until_connack)
+
+    @property
+    def _session(self) -> PahoProtocol | None:
+        """The MQTT session of the current connection, if any."""
+        return self._gate.session if self._gate is not None else None
 
     # -- IMQTTClient: state ----------------------------------------------------------
     @property
@@ -307,7 +317,8 @@ class BrokerConnection(Service):
             return defer.fail(ValueError(f"qos must be 0 or 1, got {qos!r}"))
         if not isinstance(payload, (bytes, bytearray)):
             return defer.fail(TypeError(f"payload must be bytes, got {type(payload).__name__}"))
-        session = self._session
+        gate = self._gate  # (not the _session property: this is the hot path)
+        session = gate.session if gate is not None else None
         if not self._connected or session is None:
             return defer.fail(NotConnectedError(f"broker {self.name!r} is not connected; cannot publish to {topic!r}"))
         try:
@@ -349,39 +360,15 @@ class BrokerConnection(Service):
         if self._client_endpoint is None and not self._build_in_thread():
             self._client_endpoint = self._make_endpoint()
         Service.startService(self)
-        self._stopping = False
-        self._failures = 0
-        self._connect()
-
-    def _build_in_thread(self) -> bool:
-        uses_tls = self.tls is not None or (self.endpoint or "").strip().lower().startswith(("tls:", "ssl:"))
-        return uses_tls and bool(getattr(self.reactor, "running", False)) and IReactorThreads.providedBy(self.reactor)
-
-    def _endpoint_built(self, result: Any) -> None:
-        self._building = None
-        if self._stopping or not self.running:
-            return
-        if isinstance(result, Failure):
-            self._attempt_failed(f"cannot build the endpoint: {result.getErrorMessage()}")
-            return
-        self._client_endpoint = result
-        self._connect()
+        self._service.startService()
 
     def stopService(self) -> Deferred:
         """Send DISCONNECT when connected, close, cancel retries; fires once the connection is closed."""
         Service.stopService(self)
-        self._stopping = True
-        self._cancel_call("_retry_call")
-        self._cancel_call("_timeout_call")
-        if self._attempt_d is not None:
-            attempt, self._attempt_d = self._attempt_d, None
-            attempt.cancel()
-        session = self._session
-        if session is None:
-            return defer.succeed(None)
-        d: Deferred = Deferred()
-        self._when_closed.append(d)
-        if self._connected:
+        gate = self._gate
+        grace: IDelayedCall | None = None
+        if gate is not None and self._connected:
+            session = gate.session
             if self.will is not None and self.stop_announcement is not None:
                 try:  # a DISCONNECT cancels the will: say it ourselves, just before it (same write, in order)
                     session.publish(self.will[0], self.stop_announcement, 1)
@@ -389,33 +376,48 @@ class BrokerConnection(Service):
                     log.failure("could not announce the stop on {topic}", topic=self.will[0])
             session.disconnect()
             grace = self.reactor.callLater(_STOP_GRACE_S, session.abort, "stop: DISCONNECT not completed in time")
+        # ClientService closes the connection (or cancels the attempt, or the retry) ...
+        stopped: Deferred = self._service.stopService()
+        if gate is None:
+            return stopped
+        # ... and fires before a connection lost before its CONNACK is closed: wait for that too.
+        d = defer.gatherResults([stopped, gate.when_closed()])
 
-            def closed(result: Any) -> Any:
-                if grace.active():
-                    grace.cancel()
-                return result
+        def closed(result: Any) -> None:
+            if grace is not None and grace.active():
+                grace.cancel()
 
-            d.addBoth(closed)
-        else:
-            session.abort("stopped")
-        return d
+        return d.addBoth(closed)
+
+    def _build_in_thread(self) -> bool:
+        uses_tls = self.tls is not None or (self.endpoint or "").strip().lower().startswith(("tls:", "ssl:"))
+        return uses_tls and bool(getattr(self.reactor, "running", False)) and IReactorThreads.providedBy(self.reactor)
 
     def _make_endpoint(self) -> IStreamClientEndpoint:
         return make_client_endpoint(self.reactor, self.name, endpoint=self.endpoint, host=self.host, port=self.port,
                                     tls=self.tls, timeout=self.connect_timeout)
 
-    # -- connecting -------------------------------------------------------------------------
-    def _connect(self) -> None:
-        self._retry_call = None
-        if self._stopping or not self.running:
-            return
-        if self._client_endpoint is None:
-            if self._building is None:
-                self._building = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                                           self._make_endpoint)
-                self._building.addBoth(self._endpoint_built)
-            return
-        session = PahoProtocol(
+    def _endpoint(self) -> Deferred:
+        """The client endpoint, built now (or in the reactor's thread pool) unless it was already."""
+        if self._client_endpoint is not None:
+            return defer.succeed(self._client_endpoint)
+        if self._build_in_thread():
+            d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._make_endpoint)
+        else:
+            d = defer.maybeDeferred(self._make_endpoint)
+
+        def built(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
+            self._client_endpoint = endpoint
+            return endpoint
+
+        def failed(failure: Failure) -> Failure:
+            return Failure(AttemptFailed(f"cannot build the endpoint: {failure.getErrorMessage()}"))
+
+        return d.addCallbacks(built, failed)
+
+    # -- connecting (driven by ClientService) ----------------------------------------------------
+    def _new_session(self) -> PahoProtocol:
+        return PahoProtocol(
             listener=self,
             clock=self.reactor,
             client_id=self.client_id or "",
@@ -426,76 +428,69 @@ class BrokerConnection(Service):
             broker_label=self.name,
             will=self.will,
         )
-        self._attempt_timed_out = False
-        self._timeout_call = self.reactor.callLater(self.connect_timeout, self._connect_timed_out)
-        try:
-            attempt = self._client_endpoint.connect(_QuietOneShot(session))
-        except Exception:
-            attempt = defer.fail()
-        self._attempt_d = attempt
-        attempt.addCallbacks(self._tcp_connected, self._tcp_failed)
 
-    def _tcp_connected(self, session: PahoProtocol) -> None:
-        self._attempt_d = None
-        if self._stopping:
-            session.abort("stopped")
-            return
-        self._session = session
+    def _connection_made(self, gate: Gate) -> None:
+        self._gate = gate
 
-    def _tcp_failed(self, failure: Failure) -> None:
-        self._attempt_d = None
-        if self._stopping:
-            return
-        self._cancel_call("_timeout_call")
-        if self._attempt_timed_out:
-            reason = f"TCP/TLS connect not done within connect_timeout={self.connect_timeout} s"
-        else:
-            reason = f"{failure.type.__name__}: {failure.getErrorMessage()}"
-        self._attempt_failed(reason)
-
-    def _connect_timed_out(self) -> None:
-        self._timeout_call = None
+    def _until_connack(self, proxy: Any) -> Deferred | None:
+        """ClientService's ``prepareConnection``: the Deferred fires on an accepting CONNACK and fails with the
+        loss of the connection before one (a refused CONNACK, no CONNACK within ``connect_timeout``)."""
+        gate = self._gate
+        if gate is None or gate.proxy is not proxy:
+            return defer.fail(AttemptFailed("connection lost before CONNACK"))  # mqtt_lost counted it
+        if gate.opened:
+            return None
+        session = gate.session
+        gate.connack = Deferred(lambda d: session.abort("stopped"))
+        remaining = max(0.0, gate.deadline - self.reactor.seconds())
         reason = f"no CONNACK within connect_timeout={self.connect_timeout} s"
-        if self._attempt_d is not None:
-            self._attempt_timed_out = True
-            self._attempt_d.cancel()  # _tcp_failed counts it and schedules the retry
-        elif self._session is not None and not self._connected:
-            self._session.abort(reason)
+        gate.timer = self.reactor.callLater(remaining, session.abort, reason)
+        return gate.connack
+
+    def _retry_policy(self) -> Callable[[int], float]:
+        delays = self.backoff.retry_policy(self.rng)
+
+        def policy(failed_attempts: int) -> float:
+            delay = delays(failed_attempts)
+            log.info("broker {broker}: reconnecting in {delay:.3f} s (attempt {attempt})", broker=self.name,
+                     delay=delay, attempt=failed_attempts)
+            return delay
+
+        return policy
+
+    def _attempt_failed_early(self, failure: Failure) -> Failure:
+        """The attempt failed before TCP/TLS was up (refused, unreachable, timed out, no endpoint)."""
+        if self.running:
+            if failure.check(AttemptFailed):
+                reason = failure.getErrorMessage()
+            else:
+                reason = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+            self._attempt_failed(reason)
+        return failure
 
     def _attempt_failed(self, reason: str) -> None:
         self.last_error = reason
         self._counters["connect_failures"] += 1
         log.error("broker {broker}: connect attempt failed: {reason}", broker=self.name, reason=reason)
-        self._schedule_retry()
-
-    def _schedule_retry(self) -> None:
-        if self._stopping or not self.running or self._retry_call is not None:
-            return
-        delay = self.backoff.delay(self._failures, self.rng)
-        self._failures += 1
-        log.info("broker {broker}: reconnecting in {delay:.3f} s (attempt {attempt})", broker=self.name,
-                 delay=delay, attempt=self._failures)
-        self._retry_call = self.reactor.callLater(delay, self._connect)
-
-    def _cancel_call(self, attribute: str) -> None:
-        call = getattr(self, attribute)
-        setattr(self, attribute, None)
-        if call is not None and call.active():
-            call.cancel()
 
     # -- SessionListener (called by PahoProtocol) -----------------------------------------------
     def mqtt_connack(self, session: PahoProtocol, code: int, reason: str) -> None:
         """The broker answered CONNECT."""
-        if session is not self._session:
+        gate = self._gate
+        if gate is None or session is not gate.session:
             return
-        self._cancel_call("_timeout_call")
+        gate.stop_timer()
         if code != 0:
             self._counters["refused_connacks"] += 1
             error = ConnectionRefusedByBroker(code, reason)
             log.error("broker {broker}: {error}", broker=self.name, error=str(error), reason_code=code)
-            session.abort(str(error))
+            session.abort(str(error))  # mqtt_lost fails the attempt
             return
-        self._failures = 0
+        if not self.running:
+            return  # stopping: ClientService cancelled the attempt, which aborted the session
+        gate.opened = True
+        if gate.connack is not None:
+            gate.connack.callback(None)  # ClientService: connected, failed attempts reset
         self._connected = True
         self._fully_subscribed = False
         self._counters["connects"] += 1
@@ -558,10 +553,11 @@ class BrokerConnection(Service):
 
     def mqtt_lost(self, session: PahoProtocol, reason: str) -> None:
         """The connection of ``session`` is gone."""
-        if session is not self._session:
+        gate = self._gate
+        if gate is None or session is not gate.session:
             return
-        self._session = None
-        self._cancel_call("_timeout_call")
+        self._gate = None
+        gate.stop_timer()
         was_connected = self._connected
         self._connected = False
         self._fully_subscribed = False
@@ -573,19 +569,17 @@ class BrokerConnection(Service):
         if was_connected:
             self.last_error = reason
             self._counters["disconnects"] += 1
-            log_fn = log.info if self._stopping else log.warn
+            log_fn = log.warn if self.running else log.info
             log_fn("broker {broker}: disconnected: {reason}", broker=self.name, reason=reason)
         for d in in_flight.values():
             d.errback(PublishFailed(f"broker {self.name!r}: connection lost before PUBACK ({reason})"))
         if was_connected:
-            self._notify("broker_disconnected", reason)
-        if self._stopping:
-            self._fire(self._when_closed, None)
+            self._notify("broker_disconnected", reason)  # then the gate tells ClientService, which retries
             return
-        if was_connected:
-            self._schedule_retry()
-        else:
+        if self.running:
             self._attempt_failed(reason)
+        if gate.connack is not None and not gate.connack.called:
+            gate.connack.errback(AttemptFailed(reason))  # ClientService: the attempt failed, retry
 
     # -- helpers -------------------------------------------------------------------------------
     def _notify(self, method: str, *args: Any) -> None:

@@ -11,7 +11,7 @@ __all__ = ["make_broker"]
 
 def make_broker(name: str, settings: BrokerSettings, reactor: Any) -> Any:
     """Build a :class:`~gwproactor.mqtt.connection.BrokerConnection` from :class:`~gwproactor.config.BrokerSettings`."""
-    from gwproactor.mqtt.backoff import Backoff
+    from gwproactor.ops.backoff import Backoff
     from gwproactor.mqtt.connection import BrokerConnection, TLSOptions
 
     common: dict[str, Any] = dict(

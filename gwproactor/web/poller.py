@@ -9,6 +9,7 @@ from twisted.python.failure import Failure
 
 from gwproactor.actors.base import Actor
 from gwproactor.errors import ConvertError, HTTPStatusError  # noqa: F401 (re-exported)
+from gwproactor.ops.backoff import Backoff
 from gwproactor.ops.problems import RateLimiter, describe
 
 #: Outcomes of one :meth:`RestPoller.poll` (the value its Deferred fires with).
@@ -207,7 +208,8 @@ class RestPoller(Actor):
         self.failures += 1
         self.consecutive_failures += 1
         self.last_error = text
-        self.next_delay_s = min(self.backoff_cap_s, self.interval_s * 2 ** (self.consecutive_failures - 1))
+        backoff = Backoff(initial=self.interval_s, factor=2.0, cap=max(self.backoff_cap_s, self.interval_s))
+        self.next_delay_s = backoff.ceiling(self.consecutive_failures - 1)  # no jitter: one poller, one URL
         self.log.warn(
             "poller {actor} failed ({n} in a row), next poll in {delay} s: {error}",
             actor=self.name,
