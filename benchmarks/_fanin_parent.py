@@ -8,7 +8,8 @@ Links are named ``c<i>`` (``i`` zero-padded to 4 digits), to peers ``<prefix>.c<
 broker ``default``; the parent itself is ``<prefix>`` / ``f``.  It writes ``DIR/ready`` (its pid) once started,
 then one JSON line a second to ``DIR/status.jsonl``: ``t`` (wall clock), ``cpu_s`` (this process's CPU time),
 ``rss_mib``, ``active`` (links active now), ``events`` (events its application accepted), and on SIGTERM a last
-line with ``final`` true and the summed link counters.  With ``--profile PATH`` (or ``GWP_FANIN_PROFILE=PATH``) it
+line with ``final`` true and the summed link counters.  With ``--record-file PATH`` it appends ``<link> <src> <id>``
+for every event its application accepts.  With ``--profile PATH`` (or ``GWP_FANIN_PROFILE=PATH``) it
 runs under cProfile from ``--profile-after`` seconds after its start until it stops, and writes the stats to PATH.
 """
 
@@ -46,6 +47,7 @@ class FaninParent(Proactor):
         self.active = 0
         self.events = 0
         self.all_active_t: float | None = None
+        self.record_fd: int | None = None
 
     def link_activated(self, link: Any) -> None:
         self.active += 1
@@ -58,6 +60,8 @@ class FaninParent(Proactor):
     def handle_event(self, link: Any, event: Any) -> Any:
         if link is not None:  # not the parent's own comm events, which it keeps (it has no upstream)
             self.events += 1
+            if self.record_fd is not None:
+                os.write(self.record_fd, f"{link.link_name} {event.src} {event.message_id}\n".encode())
         return None
 
 
@@ -89,6 +93,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     t_process = time.time()
     proactor = FaninParent(make_settings(args), reactor=reactor)
+    if args.record_file:
+        proactor.record_fd = os.open(args.record_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     status = open(directory / "status.jsonl", "a")  # noqa: SIM115 - closed at the end of main
 
     def write_status(final: bool = False) -> None:
@@ -143,6 +149,7 @@ if __name__ == "__main__":
     parser.add_argument("--k", type=int, required=True)
     parser.add_argument("--prefix", default="d1.fan")
     parser.add_argument("--directory", required=True)
+    parser.add_argument("--record-file", default="", help="one line per accepted event: link, src, id")
     parser.add_argument("--profile", default="")
     parser.add_argument("--profile-after", type=float, default=0.0)
     parsed = parser.parse_args()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,26 @@ def _nearest(lines: list[dict[str, Any]], t: float) -> dict[str, Any]:
     return min(lines, key=lambda line: abs(line["t"] - t))
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """utime + stime of ``pid`` in seconds."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+
+
 def peak_rss_mib(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -44,34 +65,52 @@ def peak_rss_mib(pid: int) -> float | None:
 
 async def run_one(reactor: Any, broker: Any, directory: Path, k: int, seconds: float, rate: float = 10.0,
                   profile: str = "", profile_after: float = 0.0, join_timeout_s: float = 60.0,
-                  drain_s: float = 10.0) -> dict[str, Any]:
+                  drain_s: float = 10.0, linger_s: float = 1.5,
+                  record_file: str = "") -> dict[str, Any]:
     """Start the parent, run the children for ``seconds``, stop the parent; return both sides' figures."""
     directory.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-u", str(PARENT_SCRIPT), "--port", str(broker.port), "--k", str(k),
                "--prefix", PREFIX, "--directory", str(directory)]
+    if record_file:
+        command += ["--record-file", record_file]
     if profile:
         command += ["--profile", profile, "--profile-after", str(profile_after)]
     parent = ProactorProcess(f"fan-in parent K={k}", {}, directory, reactor=reactor, command=command,
                              start_timeout=60.0)
     await parent.start()
     peak = None
+    broker_pid = getattr(getattr(broker, "_transport", None), "pid", None)
+    busy0, total0 = machine_cpu()
+    broker0 = process_cpu_s(broker_pid)
+    wall0 = time.time()
     try:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
             [str(CHILDREN_SCRIPT), "--port", str(broker.port), "--k", str(k), "--rate", str(rate),
              "--seconds", str(seconds), "--parent-long", PREFIX, "--parent-short", "f", "--prefix", PREFIX,
-             "--join-timeout-s", str(join_timeout_s), "--drain-s", str(drain_s), "--linger-s", "1.5"],
+             "--join-timeout-s", str(join_timeout_s), "--drain-s", str(drain_s), "--linger-s", str(linger_s)],
             env=dict(os.environ), reactor=reactor)
         if code != 0:
             raise RuntimeError(f"_fanin_children.py failed ({code}): {err.decode(errors='replace')}\n"
                                f"parent log:\n{parent.log_tail()}")
         children = json.loads(out.decode().strip().splitlines()[-1])
         peak = peak_rss_mib(parent.pid) if parent.pid else None
+        busy1, total1 = machine_cpu()
+        broker1 = process_cpu_s(broker_pid)
+        wall1 = time.time()
     finally:
         await parent.terminate()
         await parent.close()
     status = read_status(directory / "status.jsonl")
-    return {"children": children, "parent": summarize_parent(status, children, k, peak),
+    elapsed = wall1 - wall0  # the children's whole life: join, run, drain
+    machine = {
+        "machine_busy_percent_while_children_ran": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
+        "broker_cpu_percent_of_one_core": (round(100 * (broker1 - broker0) / elapsed, 1)
+                                           if broker0 is not None and broker1 is not None and elapsed > 0 else None),
+        "children_cpu_percent_of_one_core": round(100 * children["generator_cpu_s_during_run"]
+                                                  / max(1e-9, children["t_run_end"] - children["t_run"]), 1),
+    }
+    return {"children": children, "parent": summarize_parent(status, children, k, peak), "machine_load": machine,
             "parent_log_tail": parent.log_tail(10) if parent.exit_code not in (0, None) else ""}
 
 
