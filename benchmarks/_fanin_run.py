@@ -52,6 +52,14 @@ def process_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def broker_drop_notices(broker: Any) -> int:
+    """How many times the broker logged that it drops outgoing messages for a client (its queue for it was full)."""
+    try:
+        return Path(broker.log_path).read_text(errors="replace").count("Outgoing messages are being dropped")
+    except (OSError, AttributeError):
+        return 0
+
+
 def peak_rss_mib(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -83,6 +91,7 @@ async def run_one(reactor: Any, broker: Any, directory: Path, k: int, seconds: f
     busy0, total0 = machine_cpu()
     broker0 = process_cpu_s(broker_pid)
     wall0 = time.time()
+    drops0 = broker_drop_notices(broker)
     try:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
@@ -98,6 +107,7 @@ async def run_one(reactor: Any, broker: Any, directory: Path, k: int, seconds: f
         busy1, total1 = machine_cpu()
         broker1 = process_cpu_s(broker_pid)
         wall1 = time.time()
+        drops1 = broker_drop_notices(broker)
     finally:
         await parent.terminate()
         await parent.close()
@@ -107,6 +117,7 @@ async def run_one(reactor: Any, broker: Any, directory: Path, k: int, seconds: f
         "machine_busy_percent_while_children_ran": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
         "broker_cpu_percent_of_one_core": (round(100 * (broker1 - broker0) / elapsed, 1)
                                            if broker0 is not None and broker1 is not None and elapsed > 0 else None),
+        "broker_drop_notices": drops1 - drops0,
         "children_cpu_percent_of_one_core": round(100 * children["generator_cpu_s_during_run"]
                                                   / max(1e-9, children["t_run_end"] - children["t_run"]), 1),
     }

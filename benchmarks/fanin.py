@@ -58,7 +58,9 @@ def judge(results: list[dict[str, Any]]) -> dict[str, Any]:
     p, c = big["parent"], big["children"]
     verdict: dict[str, Any] = {
         "k": big["k"],
-        "all_links_active": p.get("all_links_active") and big["k"] >= TARGETS["links_active_on_one_connection"],
+        "k_reaches_target": big["k"] >= TARGETS["links_active_on_one_connection"],
+        "all_links_active": p.get("all_links_active"),
+        "every_event_acked": c["events_unacked"] == 0,
         "aggregate_events_per_s": p.get("events_per_s"),
         "aggregate_ok": (p.get("events_per_s") or 0) >= 0.98 * TARGETS["aggregate_events_per_s"]
         and c["seconds"] >= TARGETS["sustained_s"],
