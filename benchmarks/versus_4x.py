@@ -27,7 +27,7 @@ from twisted.internet import defer, task, threads
 import delivery  # benchmarks/ is on sys.path when a script runs from it
 from _machine import machine_info
 from gwproactor_test.broker import PrivateBroker
-from gwproactor_test.interop4x import V4X_VERSION, V4xPeer, ensure_v4x_env
+from gwproactor_test.interop4x import V4X_VERSION, V4xInstallError, V4xPeer, V4xUnavailable, ensure_v4x_env
 from gwproactor_test.process import ProactorProcess
 from gwproactor_test.wait import await_for
 
@@ -154,7 +154,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gwp-versus-"))
-    env = await threads.deferToThread(ensure_v4x_env)
+    try:
+        env = await threads.deferToThread(ensure_v4x_env)
+    except (V4xUnavailable, V4xInstallError) as e:
+        print(json.dumps({"benchmark": "versus_4x", "machine": machine_info(str(tmp), reactor),
+                          "error": f"gridworks-proactor {V4X_VERSION} could not be installed: {e}"}, indent=2))
+        return
     broker = PrivateBroker(tmp / "broker", reactor=reactor)
     await broker.start()
     side4x = Side4x(env, broker, reactor, tmp)
