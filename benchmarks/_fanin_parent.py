@@ -136,6 +136,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         write_status(final=True)
         await proactor.stopService()
         status.close()
+        if proactor.record_fd is not None:
+            os.close(proactor.record_fd)
         stopped.callback(None)
 
     # SIGTERM stops the reactor (Twisted's handler); the final line is written before it shuts down.
