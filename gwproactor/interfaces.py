@@ -121,6 +121,17 @@ class IBrokerObserver(Interface):
         """The broker refused the subscription of ``topic_filter`` (SUBACK 0x80)."""
 
 
+class ISubscriptionObserver(IBrokerObserver):
+    """A broker observer interested in the SUBACK results of one topic filter only (a link).
+
+    A connection tells it :meth:`~IBrokerObserver.broker_subscribed` and
+    :meth:`~IBrokerObserver.broker_subscribe_failed` only for ``subscription``, so a SUBACK costs
+    O(1) however many links share the connection (a plain :class:`IBrokerObserver` hears every one).
+    """
+
+    subscription = Attribute("The topic filter whose SUBACK results this observer wants (fixed for its lifetime).")
+
+
 class IMQTTClient(Interface):
     """One connection to one MQTT broker, shared by the links that use it.
 

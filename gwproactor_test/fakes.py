@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from gwproactor.errors import NotConnectedError, PublishFailed
-from gwproactor.interfaces import IMQTTClient
+from gwproactor.interfaces import IMQTTClient, ISubscriptionObserver
 
 __all__ = ["FakeBroker", "FakeMQTTClient", "ProactorStub", "Published", "topic_matches"]
 
@@ -110,6 +110,13 @@ class FakeMQTTClient:
         if observer in self._observers:
             self._observers.remove(observer)
 
+    def _hearing(self, topic_filter: str) -> list[Any]:
+        """The observers told ``topic_filter``'s SUBACK result (an ISubscriptionObserver only hears its own)."""
+        return [
+            o for o in self._observers
+            if not ISubscriptionObserver.providedBy(o) or o.subscription == topic_filter
+        ]
+
     def when_connected(self) -> Deferred:
         if self._connected:
             return succeed(self)
@@ -162,7 +169,7 @@ class FakeMQTTClient:
         qos = self._subscriptions[topic_filter][0]
         if ok:
             self._acked.add(topic_filter)
-            for observer in list(self._observers):
+            for observer in self._hearing(topic_filter):
                 observer.broker_subscribed(self, topic_filter, qos)
             if self.is_fully_subscribed:
                 waiters, self._subscribe_waiters = self._subscribe_waiters, []
@@ -170,7 +177,7 @@ class FakeMQTTClient:
                     d.callback(self)
         else:
             self._acked.discard(topic_filter)
-            for observer in list(self._observers):
+            for observer in self._hearing(topic_filter):
                 observer.broker_subscribe_failed(self, topic_filter, "SUBACK failure 0x80")
 
     def deliver(self, topic: str, payload: bytes) -> int:

@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
-from gwproactor.interfaces import IBrokerObserver, IMQTTClient
+from gwproactor.interfaces import IBrokerObserver, IMQTTClient, ISubscriptionObserver
 from gwproactor.message import Ack, dashed
 
 __all__ = ["FaultyMQTTClient", "HeldPublish", "link_faults"]
@@ -37,12 +37,26 @@ class HeldPublish:
 
 
 @implementer(IBrokerObserver)
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=False)
 class _ObserverProxy:
-    """Passes broker notifications on to one observer, keeping SUBACKs while the wrapper holds them."""
+    """Passes broker notifications on to one observer, keeping SUBACKs while the wrapper holds them.
+
+    The proxy of an :class:`~gwproactor.interfaces.ISubscriptionObserver` is one too, for the same
+    filter, so the wrapped client tells it only that filter's SUBACKs (as it would the observer).
+    """
 
     faulty: FaultyMQTTClient
     observer: Any
+    subscription: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if ISubscriptionObserver.providedBy(self.observer):
+            self.subscription = self.observer.subscription
+            alsoProvides(self, ISubscriptionObserver)
+
+    def hears(self, topic_filter: str) -> bool:
+        """Whether the observer wants ``topic_filter``'s SUBACK results."""
+        return self.subscription is None or self.subscription == topic_filter
 
     def broker_connected(self, client: Any) -> None:
         self.observer.broker_connected(self.faulty)
@@ -198,7 +212,8 @@ class FaultyMQTTClient:
         self.hold_subacks = False
         for topic_filter, qos in held:
             for proxy in list(self._proxies.values()):
-                proxy.observer.broker_subscribed(self, topic_filter, qos)
+                if proxy.hears(topic_filter):
+                    proxy.observer.broker_subscribed(self, topic_filter, qos)
         return len(held)
 
     def discard_held(self) -> int:

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gwproactor.errors import NotConnectedError
-from gwproactor.interfaces import IBrokerObserver, IMQTTClient
+from gwproactor.interfaces import IBrokerObserver, IMQTTClient, ISubscriptionObserver
 from gwproactor_test.fakes import FakeBroker
 from gwproactor_test.faulty_mqtt import FaultyMQTTClient
 from gwproactor_test.wait import await_for
@@ -54,6 +54,15 @@ class Recorder:
 
     def kinds(self, kind: str) -> list[tuple]:
         return [c for c in self.calls if c[0] == kind]
+
+
+@implementer(ISubscriptionObserver)
+class FilterRecorder(Recorder):
+    """A Recorder that wants the SUBACK results of one filter only (as a Link does)."""
+
+    def __init__(self, subscription: str) -> None:
+        super().__init__()
+        self.subscription = subscription
 
 
 class FakeDriver:
@@ -180,6 +189,32 @@ async def test_subscribe_is_acknowledged_with_granted_qos(driver: Any) -> None:
     assert rec.kinds("subscribed") == [("subscribed", client, t, 1)]
     assert client.is_subscribed(t) and client.is_fully_subscribed
     assert (await client.when_subscribed()) is client
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscription_observer_hears_only_its_filter(driver: Any) -> None:
+    """An ISubscriptionObserver is told its own filter's SUBACK only; a plain observer hears every one.
+
+    This is what keeps a SUBACK O(1) when a thousand links share one connection.
+    """
+    client = driver.client
+    a, b = topic(driver, "a"), topic(driver, "b")
+    rec_a, rec_b, plain = FilterRecorder(a), FilterRecorder(b), Recorder()
+    for rec in (rec_a, rec_b, plain):
+        client.add_observer(rec)
+    client.add_subscription(a, 0, lambda _t, _p: None)
+    client.add_subscription(b, 1, lambda _t, _p: None)
+    await driver.connect()
+    await driver.until(lambda: len(plain.kinds("subscribed")) == 2, "both SUBACKs")
+    await driver.until(lambda: rec_a.kinds("subscribed") and rec_b.kinds("subscribed"), "each filter's SUBACK")
+    assert rec_a.kinds("subscribed") == [("subscribed", client, a, 0)]
+    assert rec_b.kinds("subscribed") == [("subscribed", client, b, 1)]
+    assert sorted(c[2] for c in plain.kinds("subscribed")) == sorted([a, b])
+    assert len(rec_a.kinds("connected")) == len(rec_b.kinds("connected")) == 1
+    client.remove_observer(rec_a)
+    client.add_subscription(a, 1, lambda _t, _p: None)  # subscribes again at once
+    await driver.until(lambda: len(plain.kinds("subscribed")) == 3, "the new SUBACK")
+    assert len(rec_a.kinds("subscribed")) == 1 and len(rec_b.kinds("subscribed")) == 1
 
 
 @pytest_twisted.ensureDeferred

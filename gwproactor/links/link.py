@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.errors import AckTimeout, LinkDown, NotConnectedError, PublishFailed
-from gwproactor.interfaces import IBrokerObserver
+from gwproactor.interfaces import ISubscriptionObserver
 from gwproactor.links.acks import AckTracker
 from gwproactor.links.intake import FrameIntake
 from gwproactor.links.liveness import Liveness
@@ -67,7 +67,7 @@ class RawFrame:
     """The message type in the topic when it differs from the header's (a compressed batch)."""
 
 
-@implementer(IBrokerObserver)
+@implementer(ISubscriptionObserver)
 class Link(Service):
     """One peer (long and short name) reached over one broker connection.
 

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.errors import ConfigError, ConnectionRefusedByBroker, InvalidTopic, NotConnectedError, PublishFailed
-from gwproactor.interfaces import IBrokerObserver, IMQTTClient
+from gwproactor.interfaces import IBrokerObserver, IMQTTClient, ISubscriptionObserver
 from gwproactor.mqtt._gate import AttemptFailed, Gate, GatedEndpoint, Reconnector, SessionFactory
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
 from gwproactor.mqtt.endpoints import make_client_endpoint
@@ -133,6 +133,12 @@ class BrokerConnection(Service):
     stop_announcement: bytes | None = None
 
     _observers: list[Any] = attrs.field(init=False, factory=list)
+    _observers_of: dict[str, list[Any]] = attrs.field(init=False, factory=dict)
+    """:class:`ISubscriptionObserver` observers by their filter: only they hear that filter's SUBACK."""
+    _plain_observers: list[Any] = attrs.field(init=False, factory=list)
+    """Observers that hear every SUBACK result (not :class:`ISubscriptionObserver`)."""
+    _unacked: set[str] = attrs.field(init=False, factory=set)
+    """Registered filters without a successful SUBACK on the current connection (fully subscribed when empty)."""
     _subscriptions: dict[str, _Subscription] = attrs.field(init=False, factory=dict)
     _filters: TopicFilters = attrs.field(init=False, factory=TopicFilters)
     _sub_mids: dict[int, str] = attrs.field(init=False, factory=dict)
@@ -214,11 +220,23 @@ class BrokerConnection(Service):
             raise TypeError(f"{observer!r} does not provide IBrokerObserver")
         if observer not in self._observers:
             self._observers.append(observer)
+            if ISubscriptionObserver.providedBy(observer):
+                self._observers_of.setdefault(observer.subscription, []).append(observer)
+            else:
+                self._plain_observers.append(observer)
 
     def remove_observer(self, observer: Any) -> None:
         """Stop telling ``observer``; no error if it was not observing."""
         if observer in self._observers:
             self._observers.remove(observer)
+            if ISubscriptionObserver.providedBy(observer):
+                of = self._observers_of.get(observer.subscription, [])
+                if observer in of:
+                    of.remove(observer)
+                if not of:
+                    self._observers_of.pop(observer.subscription, None)
+            elif observer in self._plain_observers:
+                self._plain_observers.remove(observer)
 
     def when_connected(self) -> Deferred:
         """A Deferred that fires (with this connection) once connected; at once if connected now."""
@@ -260,6 +278,7 @@ class BrokerConnection(Service):
             raise TypeError("on_message must be callable as on_message(topic: str, payload: bytes)")
         sub = _Subscription(qos=qos, on_message=on_message)
         self._subscriptions[topic_filter] = sub
+        self._unacked.add(topic_filter)
         self._filters.set(topic_filter, (topic_filter, on_message))
         self._fully_subscribed = False
         if self._connected:
@@ -270,6 +289,7 @@ class BrokerConnection(Service):
         sub = self._subscriptions.pop(topic_filter, None)
         if sub is None:
             return
+        self._unacked.discard(topic_filter)
         self._filters.remove(topic_filter)
         if sub.pending_mid is not None:
             self._sub_mids.pop(sub.pending_mid, None)
@@ -283,6 +303,7 @@ class BrokerConnection(Service):
     def _send_subscribe(self, topic_filter: str, sub: _Subscription) -> None:
         assert self._session is not None
         sub.acked = False
+        self._unacked.add(topic_filter)
         try:
             mid = self._session.subscribe([(topic_filter, sub.qos)])
         except ConnectionError:
@@ -293,7 +314,7 @@ class BrokerConnection(Service):
     def _check_fully_subscribed(self) -> None:
         if not self._connected or self._fully_subscribed:
             return
-        if all(sub.acked for sub in self._subscriptions.values()):
+        if not self._unacked:  # O(1) per SUBACK: one connection may carry a thousand links' filters
             self._fully_subscribed = True
             log.info("broker {broker}: fully subscribed ({count} filters)", broker=self.name,
                      count=len(self._subscriptions))
@@ -518,14 +539,16 @@ class BrokerConnection(Service):
         code = codes[0] if codes else 0x80
         if code >= 0x80:
             sub.acked = False
+            self._unacked.add(topic_filter)
             self._counters["suback_failures"] += 1
             reason = f"SUBACK failure code 0x{code:02x} (the broker refused the subscription; check its ACL)"
             log.error("broker {broker}: subscription of {topic_filter} refused: {reason}", broker=self.name,
                       topic_filter=topic_filter, reason=reason)
-            self._notify("broker_subscribe_failed", topic_filter, reason)
+            self._notify_filter("broker_subscribe_failed", topic_filter, reason)
             return
         sub.acked = True
-        self._notify("broker_subscribed", topic_filter, code)
+        self._unacked.discard(topic_filter)
+        self._notify_filter("broker_subscribed", topic_filter, code)
         self._check_fully_subscribed()
 
     def mqtt_published(self, session: PahoProtocol, mid: int) -> None:
@@ -565,6 +588,7 @@ class BrokerConnection(Service):
         for sub in self._subscriptions.values():
             sub.acked = False
             sub.pending_mid = None
+        self._unacked = set(self._subscriptions)
         in_flight, self._in_flight = self._in_flight, {}
         if was_connected:
             self.last_error = reason
@@ -586,6 +610,16 @@ class BrokerConnection(Service):
         for observer in list(self._observers):
             try:
                 getattr(observer, method)(self, *args)
+            except Exception:
+                self._counters["callback_errors"] += 1
+                log.failure("broker {broker}: observer {observer!r} failed in {method}", broker=self.name,
+                            observer=observer, method=method)
+
+    def _notify_filter(self, method: str, topic_filter: str, *args: Any) -> None:
+        """Tell the observers of ``topic_filter``'s SUBACK result: those of that filter, and plain observers."""
+        for observer in self._plain_observers + self._observers_of.get(topic_filter, []):
+            try:
+                getattr(observer, method)(self, topic_filter, *args)
             except Exception:
                 self._counters["callback_errors"] += 1
                 log.failure("broker {broker}: observer {observer!r} failed in {method}", broker=self.name,
