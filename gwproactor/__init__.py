@@ -5,7 +5,7 @@ event delivery to an upstream peer.  The names most applications need are
 importable from here; everything else lives in its module.
 """
 
-__version__ = "0.1.0.dev0"
+from gwproactor._version import __version__
 
 from gwproactor.actors import Actor
 from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, StoreSettings, load_settings

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 def _version(args: argparse.Namespace) -> int:
-    from gwproactor import __version__
+    from gwproactor._version import __version__
 
     print(f"gwproactor {__version__}")
     return 0
