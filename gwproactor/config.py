@@ -39,6 +39,11 @@ from typing import Any, Literal
 import attrs
 from twisted.logger import LogLevel
 
+from gwproactor._settings_fields import BYTES as _BYTES
+from gwproactor._settings_fields import FILE as _FILE
+from gwproactor._settings_fields import LOWER as _LOWER
+from gwproactor._settings_fields import SECRET as _SECRET
+from gwproactor._settings_loader import load_attrs, parse_dotenv
 from gwproactor.errors import ConfigError, InvalidSettings
 
 __all__ = [
@@ -77,11 +82,8 @@ _TWISTED_LEVELS = {
     "CRITICAL": LogLevel.critical,
 }
 
-# Field metadata keys understood by the loader and by ``to_dict``.
-_SECRET = "gwproactor.secret"  # hidden in repr, to_dict and error messages
-_BYTES = "gwproactor.bytes"  # an int that also accepts KiB/MiB/GB suffixes
-_FILE = "gwproactor.file"  # a Path that must name an existing file when loaded
-_LOWER = "gwproactor.lower"  # a str lower-cased when loaded (names of dict entries)
+# Field metadata keys understood by the loader and by ``to_dict``: _SECRET, _BYTES, _FILE, _LOWER
+# (imported from gwproactor._settings_fields above).
 
 
 # --- validators (per field; the loader runs each one and names the variable) ----
@@ -423,6 +425,32 @@ def _plain(value: Any, secret: bool = False) -> Any:
     return value
 
 
-# The loader (environment variables and .env files) lives in its own module; these names are part of
-# this module's API.
-from gwproactor._settings_loader import load_settings, parse_dotenv  # noqa: E402
+def load_settings(
+    cls: type = ProactorSettings,
+    *,
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    dotenv: Path | str | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> Any:
+    """Load ``cls`` (an attrs settings class) from ``<PREFIX>_...`` variables; see the module docs for the names.
+
+    :param prefix: application prefix, e.g. ``"SCADA"`` (case-insensitive, a trailing ``_`` is optional).
+    :param env: the variables to read (default :data:`os.environ`); also the source of ``HOME`` / ``XDG_*``.
+    :param dotenv: a ``.env`` file to read first (the environment wins).  Nothing is read unless given; a given
+        file that does not exist is an error.  ``AppPaths.for_app(name).dotenv_file`` is the usual place.
+    :param strict: when true (default) a ``<PREFIX>_`` variable that names no setting is an error.
+    :param overrides: top-level fields given as Python values; they win over everything (variables under them
+        are still checked).
+    :returns: the instance; if ``cls`` has ``resolve_paths`` and ``app_name`` (as :class:`ProactorSettings` does),
+        unset directories are filled from :meth:`AppPaths.for_app` using ``env``.
+    :raises InvalidSettings: (a :class:`~gwproactor.errors.ConfigError`) listing every problem, each naming its
+        variable (and the ``.env`` file and line it came from).
+    """
+    environ = os.environ if env is None else env
+    instance = load_attrs(cls, prefix=prefix, env=environ, dotenv=dotenv, strict=strict, **overrides)
+    if hasattr(instance, "resolve_paths") and hasattr(instance, "app_name"):
+        proactor_name = getattr(instance, "long_name", None)
+        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ, proactor_name=proactor_name))
+    return instance
