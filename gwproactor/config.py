@@ -278,8 +278,6 @@ class LoggingSettings(_Settings):
 
     base_level: LogLevelName = attrs.field(default="INFO", validator=_choices(*_TWISTED_LEVELS))
     levels: dict[str, LogLevelName] = attrs.field(factory=dict, validator=_levels)
-    #: ``None`` means ``AppPaths.log_dir`` (see ``resolve_paths``).
-    log_dir: Path | None = None
 
     def level_for(self, category: str | None = None) -> str:
         """Return the level name for ``category`` (the base level when it has none of its own)."""
@@ -343,19 +341,17 @@ class ProactorSettings(_Settings):
     monotonic_time: bool = True
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
-        """Return a copy whose unset directories (store, logs) come from ``paths``.
+        """Return a copy whose unset store directory comes from ``paths``.
 
         The default is ``AppPaths.for_app(app_name, proactor_name=long_name)``: the event store is
         ``<XDG state>/<app_name>/<long_name>/event-store``, one per proactor, so two applications of one user
         never share (and fight over) one store.
         """
         paths = paths if paths is not None else AppPaths.for_app(self.app_name, proactor_name=self.long_name)
-        store, log = self.store, self.logging
+        store = self.store
         if store.directory is None:
             store = attrs.evolve(store, directory=paths.event_store_dir)
-        if log.log_dir is None:
-            log = attrs.evolve(log, log_dir=paths.log_dir)
-        return attrs.evolve(self, store=store, logging=log)
+        return attrs.evolve(self, store=store)
 
 
 @attrs.define(frozen=True, kw_only=True)
