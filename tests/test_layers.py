@@ -201,8 +201,8 @@ def test_library_has_no_import_circles(modules: dict[str, Path]) -> None:
 
 
 def test_the_twisted_plugin_dropin_imports_only_the_library() -> None:
-    """``twisted/plugins/gwproactor_plugin.py`` imports the library, never the test package."""
-    dropin = ROOT / "twisted" / "plugins" / "gwproactor_plugin.py"
+    """``dropin/twisted/plugins/gwproactor_plugin.py`` imports the library, never the test package."""
+    dropin = ROOT / "dropin" / "twisted" / "plugins" / "gwproactor_plugin.py"
     found = [imp.module for imp in imports_of(dropin.read_text(), "twisted.plugins.gwproactor_plugin")]
     assert found and not [m for m in found if _is_within(m, TEST_PACKAGE)]
 
