@@ -543,3 +543,39 @@ def test_to_dict_is_plain_data(tmp_path: Path) -> None:
     assert d["brokers"]["default"]["tls"] is None
     assert d["links"] == {}
     assert d["logging"]["levels"] == {}
+
+
+def _settings_reference() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "settings_reference.py"
+    spec = importlib.util.spec_from_file_location("settings_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settings_reference_page_is_current() -> None:
+    """docs/settings.rst is what docs/settings_reference.py writes from the settings classes (regenerate it)."""
+    reference = _settings_reference()
+    assert reference.OUTPUT.read_text() == reference.render(), "run: python docs/settings_reference.py"
+
+
+def test_settings_reference_covers_every_settings_class() -> None:
+    """Every settings class reachable from ProactorSettings has a section, and every field a description."""
+    import typing
+
+    reference = _settings_reference()
+    covered = {cls for cls, *_ in reference.SECTIONS}
+    todo, seen = [ProactorSettings], set()
+    while todo:
+        cls = todo.pop()
+        seen.add(cls)
+        for tp in typing.get_type_hints(cls).values():
+            for arg in (tp, *typing.get_args(tp)):
+                if attrs.has(arg) and arg not in seen:
+                    todo.append(arg)
+    assert seen == covered
+    for cls in covered:
+        assert all(reference.field_comments(cls).values()), cls
