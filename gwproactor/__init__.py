@@ -34,7 +34,21 @@ _WHERE = {
     "make_message": "gwproactor.message",
 }
 
-__all__ = sorted([*_WHERE, "__version__"])
+__all__ = [
+    "Actor",
+    "BrokerSettings",
+    "Event",
+    "LinkSettings",
+    "LinkState",
+    "Message",
+    "Proactor",
+    "ProactorSettings",
+    "StoreSettings",
+    "__version__",
+    "default_registry",
+    "load_settings",
+    "make_message",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ from gwproactor._settings_fields import LOWER as _LOWER
 from gwproactor._settings_fields import SECRET as _SECRET
 from gwproactor.errors import InvalidSettings
 
-__all__ = ["load_settings", "parse_dotenv"]
+__all__ = ["load_attrs", "parse_dotenv"]
 
 
 # --- .env files ----------------------------------------------------------------------

@@ -278,9 +278,8 @@ def test_old_demo_cli_module_still_exports_the_moved_names() -> None:
 
 def test_demo_command_comes_from_the_entry_point() -> None:
     """The gwproactor command finds ``demo`` through the gwproactor.commands entry point into gwproactor_test."""
-    from gwproactor.cli import command_module
-
     import gwproactor_test.demo
+    from gwproactor.cli import command_module
 
     assert command_module("demo") is gwproactor_test.demo
     args = build_parser(only="demo").parse_args(["demo", "--events", "3"])

@@ -56,3 +56,8 @@ def test_moved_names_are_still_importable_from_their_old_modules() -> None:
         assert getattr(gwproactor.demo.cli, name) is getattr(gwproactor_test.demo, name)
     assert callable(gwproactor.config.load_settings) and callable(gwproactor.config.parse_dotenv)
     assert gwproactor.__version__ == gwproactor._version.__version__
+
+
+def test_root_all_matches_its_lazy_names() -> None:
+    """gwproactor.__all__ lists exactly the lazily imported names and the version."""
+    assert sorted(gwproactor.__all__) == sorted([*gwproactor._WHERE, "__version__"])

@@ -27,7 +27,7 @@ from gwproactor.demo.report import (
 
 __all__ = [
     "DemoConfig",
-    "DemoRun",
+    "DemoRun",  # noqa: F822 - looked up on first use (__getattr__)
     "DemoSummary",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -38,7 +38,7 @@ __all__ = [
     "config_from_args",
     "endpoint_via_proxy",
     "parent_line",
-    "run_demo",
+    "run_demo",  # noqa: F822 - looked up on first use (__getattr__)
 ]
 
 _MOVED = ("DemoRun", "run_demo")
