@@ -9,11 +9,14 @@ leaves it out when there is no network.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from gwproactor_test.plugin import require_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +54,7 @@ print(json.dumps({"absent": absent, "failed": failed, "imported": len(names), "p
 
 
 def _run(*command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, cwd="/")
+    return subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, cwd="/", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,18 @@ def test_plain_install_runs_twist_gwproactor(venv: Path) -> None:
     result = _run(str(venv / "bin" / "twist"), "gwproactor", "--help")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--app=" in result.stdout
+
+
+@pytest.mark.live
+def test_plain_install_runs_the_demo_through_an_outage(venv: Path, tmp_path: Path) -> None:
+    """The README's main job, ``gwproactor demo --outage``, delivers every event in the plain install."""
+    require_mosquitto()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GWP_")}
+    env["TMPDIR"] = str(tmp_path)
+    result = subprocess.run(
+        [str(venv / "bin" / "gwproactor"), "demo", "--outage", "--events", "100", "--rate", "100",
+         "--outage-seconds", "1", "--timeout", "60"],
+        capture_output=True, text=True, timeout=90, cwd="/", env=env, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every event was delivered exactly once" in result.stdout
