@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # document the working tree even if it is not installed
 
-from gwproactor import __version__  # noqa: E402
+from gwproactor._version import __version__  # noqa: E402
 
 project = "gwproactor"
 author = "gwproactor contributors"

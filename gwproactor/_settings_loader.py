@@ -1,7 +1,9 @@
-"""Loading settings classes from ``<PREFIX>_...`` environment variables and ``.env`` files.
+"""Loading attrs classes from ``<PREFIX>_...`` environment variables and ``.env`` files.
 
 The naming scheme and conversions are described in :mod:`gwproactor.config`, which re-exports
-:func:`load_settings` and :func:`parse_dotenv`.
+:func:`parse_dotenv` and builds :func:`gwproactor.config.load_settings` on :func:`load_attrs`.  This module knows
+nothing of the settings classes: it reads their fields' types and the metadata keys of
+:mod:`gwproactor._settings_fields`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from gwproactor.config import _BYTES, _FILE, _LOWER, _SECRET, AppPaths, ProactorSettings
+from gwproactor._settings_fields import BYTES as _BYTES
+from gwproactor._settings_fields import FILE as _FILE
+from gwproactor._settings_fields import LOWER as _LOWER
+from gwproactor._settings_fields import SECRET as _SECRET
 from gwproactor.errors import InvalidSettings
 
-__all__ = ["load_settings", "parse_dotenv"]
+__all__ = ["load_attrs", "parse_dotenv"]
 
 
 # --- .env files ----------------------------------------------------------------------
@@ -329,8 +334,8 @@ class _Loader:
         return result if ok else _FAILED
 
 
-def load_settings(
-    cls: type = ProactorSettings,
+def load_attrs(
+    cls: type,
     *,
     prefix: str,
     env: Mapping[str, str] | None = None,
@@ -338,19 +343,10 @@ def load_settings(
     strict: bool = True,
     **overrides: Any,
 ) -> Any:
-    """Load ``cls`` (an attrs settings class) from ``<PREFIX>_...`` variables; see the module docs for the names.
+    """Load ``cls`` (an attrs class) from ``<PREFIX>_...`` variables; :func:`gwproactor.config.load_settings`
+    documents the parameters (it calls this, then fills unset directories).
 
-    :param prefix: application prefix, e.g. ``"SCADA"`` (case-insensitive, a trailing ``_`` is optional).
-    :param env: the variables to read (default :data:`os.environ`); also the source of ``HOME`` / ``XDG_*``.
-    :param dotenv: a ``.env`` file to read first (the environment wins).  Nothing is read unless given; a given
-        file that does not exist is an error.  ``AppPaths.for_app(name).dotenv_file`` is the usual place.
-    :param strict: when true (default) a ``<PREFIX>_`` variable that names no setting is an error.
-    :param overrides: top-level fields given as Python values; they win over everything (variables under them
-        are still checked).
-    :returns: the instance; if ``cls`` has ``resolve_paths`` and ``app_name`` (as :class:`ProactorSettings` does),
-        unset directories are filled from :meth:`AppPaths.for_app` using ``env``.
-    :raises InvalidSettings: (a :class:`~gwproactor.errors.ConfigError`) listing every problem, each naming its
-        variable (and the ``.env`` file and line it came from).
+    :raises InvalidSettings: listing every problem, each naming its variable.
     """
     normalized = prefix.strip().upper().rstrip("_")
     if not re.match(r"[A-Z][A-Z0-9_]*\Z", normalized):
@@ -394,7 +390,4 @@ def load_settings(
     instance = loader.build(cls, root, (), None, overrides)
     if loader.problems:
         raise InvalidSettings(loader.problems)
-    if hasattr(instance, "resolve_paths") and hasattr(instance, "app_name"):
-        proactor_name = getattr(instance, "long_name", None)
-        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ, proactor_name=proactor_name))
     return instance

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import attrs
 
+from gwproactor.certs import DEFAULT_VALIDITY_DAYS, CertPair, make_ca, make_cert, write_trust_dir
 from gwproactor.errors import CertsError  # noqa: F401 (re-exported)
-from gwproactor_test.certs import DEFAULT_VALIDITY_DAYS, CertPair, make_ca, make_cert, write_trust_dir
 
 __all__ = [
     "DEFAULT_CA_NAME",

@@ -39,6 +39,11 @@ from typing import Any, Literal
 import attrs
 from twisted.logger import LogLevel
 
+from gwproactor._settings_fields import BYTES as _BYTES
+from gwproactor._settings_fields import FILE as _FILE
+from gwproactor._settings_fields import LOWER as _LOWER
+from gwproactor._settings_fields import SECRET as _SECRET
+from gwproactor._settings_loader import load_attrs, parse_dotenv
 from gwproactor.errors import ConfigError, InvalidSettings
 
 __all__ = [
@@ -77,11 +82,8 @@ _TWISTED_LEVELS = {
     "CRITICAL": LogLevel.critical,
 }
 
-# Field metadata keys understood by the loader and by ``to_dict``.
-_SECRET = "gwproactor.secret"  # hidden in repr, to_dict and error messages
-_BYTES = "gwproactor.bytes"  # an int that also accepts KiB/MiB/GB suffixes
-_FILE = "gwproactor.file"  # a Path that must name an existing file when loaded
-_LOWER = "gwproactor.lower"  # a str lower-cased when loaded (names of dict entries)
+# Field metadata keys understood by the loader and by ``to_dict``: _SECRET, _BYTES, _FILE, _LOWER
+# (imported from gwproactor._settings_fields above).
 
 
 # --- validators (per field; the loader runs each one and names the variable) ----
@@ -187,6 +189,7 @@ class TLSSettings(_Settings):
     cert_file: Path | None = attrs.field(default=None, metadata={_FILE: True})
     #: PEM private key of the client certificate, when not in ``cert_file``.
     key_file: Path | None = attrs.field(default=None, validator=_key_needs_cert, metadata={_FILE: True})
+    #: Check that the broker's certificate names the host connected to.
     check_hostname: bool = True
 
 
@@ -198,17 +201,27 @@ class BrokerSettings(_Settings):
     ``host``/``port``/``tls``.  ``port`` stays 1883 with TLS unless you set it (8883 is the usual TLS port).
     """
 
+    #: A Twisted client endpoint string (``tcp:host=...:port=...``, ``tls:...``); wins over ``host``/``port``/``tls``.
     endpoint: str | None = attrs.field(default=None, validator=_endpoint)
+    #: Broker host name or address (when no ``endpoint`` is set).
     host: str = attrs.field(default="localhost", validator=_non_empty)
+    #: Broker port (1883 also with TLS unless set; 8883 is the usual TLS port).
     port: int = attrs.field(default=1883, validator=_port)
+    #: TLS for the connection: ``true`` for the system trust store, or any TLS field (which enables TLS).
     tls: TLSSettings | None = None
+    #: MQTT user name.
     username: str | None = None
+    #: MQTT password (masked in logs, ``gwproactor check`` and error messages).
     password: str | None = attrs.field(default=None, repr=_secret_repr, metadata={_SECRET: True})
     #: MQTT client id; ``None`` lets the connection derive one.
     client_id: str | None = None
+    #: MQTT keepalive interval, seconds.
     keepalive_s: float = attrs.field(default=60.0, validator=_keepalive)
+    #: Ceiling of the first reconnect delay, seconds; it doubles per failed attempt up to ``backoff_cap_s`` (full jitter).
     backoff_initial_s: float = attrs.field(default=0.5, validator=_positive)
+    #: Largest ceiling of a reconnect delay, seconds.
     backoff_cap_s: float = attrs.field(default=60.0, validator=_at_least_initial)
+    #: Seconds from the start of a connection attempt to the broker's CONNACK.
     connect_timeout_s: float = attrs.field(default=10.0, validator=_positive)
 
 
@@ -221,14 +234,19 @@ class LinkSettings(_Settings):
     ping does not flap the link) or an ack takes longer than ``ack_timeout_s`` (gridworks 4.x uses 5 s).
     """
 
+    #: The peer's long name (required).
     peer_long_name: str = attrs.field(validator=_name)
+    #: The peer's short name (required).
     peer_short_name: str = attrs.field(validator=_name)
     #: Name of the :class:`BrokerSettings` entry in :attr:`ProactorSettings.brokers`.
     broker: str = attrs.field(default="default", validator=_non_empty, metadata={_LOWER: True})
     #: Events are delivered to upstream links.
     upstream: bool = False
+    #: Time for the peer to ack a message, seconds; later, the link leaves ``active``.
     ack_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    #: Send a ping after this many seconds without sending.
     heartbeat_s: float = attrs.field(default=10.0, validator=_positive)
+    #: The link leaves ``active`` when nothing is received for this many seconds (more than ``heartbeat_s``).
     receive_deadline_s: float = attrs.field(default=30.0, validator=_after_heartbeat)
     #: At most this many unacked events in flight on the link.
     window: int = attrs.field(default=50, validator=_positive)
@@ -257,14 +275,20 @@ class StoreSettings(_Settings):
     reports it) rather than refusing new events.
     """
 
+    #: Directory of the event store; unset: ``<XDG state>/<app_name>/<long_name>/event-store``.
     directory: Path | None = None
+    #: Most bytes the store keeps; past it ``full_policy`` applies.
     max_bytes: int = attrs.field(default=512 * MiB, validator=_positive, metadata={_BYTES: True})
+    #: What a full store does: ``drop_oldest`` (and report it) or ``reject_new``.
     full_policy: FullPolicy = attrs.field(default="drop_oldest", validator=_choices(*typing.get_args(FullPolicy)))
+    #: When appends reach the disk: ``always`` (fsync each), ``group`` (group commit) or ``never``.
     sync_policy: SyncPolicy = attrs.field(default="group", validator=_choices(*typing.get_args(SyncPolicy)))
+    #: With ``sync_policy=group``: fsyncs are at most this many milliseconds apart (an append after a quiet spell is synced on the next reactor turn).
     group_commit_ms: float = attrs.field(default=10.0, validator=_positive)
     #: Run fsync in a thread of the store's own so the reactor never waits for the disk (only the fsync
     #: moves; writes stay on the reactor).  Ignored when the reactor runs no threads (a test ``Clock``).
     fsync_in_thread: bool = True
+    #: Size of one store segment file (at most ``max_bytes``).
     segment_bytes: int = attrs.field(default=4 * MiB, validator=_within_max_bytes, metadata={_BYTES: True})
     #: How many recently accepted event ids the receiving side remembers to drop duplicates.
     received_window: int = attrs.field(default=10_000, validator=_positive)
@@ -274,10 +298,10 @@ class StoreSettings(_Settings):
 class LoggingSettings(_Settings):
     """Log levels: a base level and per-category levels (see :data:`LOG_CATEGORIES`)."""
 
+    #: Log level of every category without a level of its own.
     base_level: LogLevelName = attrs.field(default="INFO", validator=_choices(*_TWISTED_LEVELS))
+    #: Levels per category (``lifecycle``, ``message_summary``, ``comm_event``, ``io_loop`` or your own).
     levels: dict[str, LogLevelName] = attrs.field(factory=dict, validator=_levels)
-    #: ``None`` means ``AppPaths.log_dir`` (see ``resolve_paths``).
-    log_dir: Path | None = None
 
     def level_for(self, category: str | None = None) -> str:
         """Return the level name for ``category`` (the base level when it has none of its own)."""
@@ -293,8 +317,11 @@ class HTTPSettings(_Settings):
     """The optional HTTP server (health, stats, events, Prometheus metrics, the status page).  ``port`` 0 picks a
     free port."""
 
+    #: Run the HTTP server.
     enabled: bool = False
+    #: Address the HTTP server listens on.
     host: str = attrs.field(default="127.0.0.1", validator=_non_empty)
+    #: Port the HTTP server listens on (0: any free port).
     port: int = attrs.field(default=8080, validator=_port_or_zero)
     #: Time for a request's headers and body to arrive, from the connection's start (or the end of the previous
     #: answer); it does not restart when a byte arrives.  Past it the connection is closed (a JSON 408 if part of
@@ -318,16 +345,23 @@ def _links_use_known_brokers(instance: Any, attribute: Any, value: Mapping[str, 
 class ProactorSettings(_Settings):
     """Everything a proactor process is configured with."""
 
+    #: This proactor's long name, as its peers know it (required).
     long_name: str = attrs.field(validator=_name)
+    #: This proactor's short name (required).
     short_name: str = attrs.field(validator=_name)
     #: Directory name under the XDG base directories.
     app_name: str = attrs.field(default="gwproactor", validator=_app_name)
+    #: Broker connections by name (one named ``default`` unless set).
     brokers: dict[str, BrokerSettings] = attrs.field(
         factory=lambda: {"default": BrokerSettings()}, validator=_named_entries(BrokerSettings)
     )
+    #: Links to peers by name.
     links: dict[str, LinkSettings] = attrs.field(factory=dict, validator=_links_use_known_brokers)
+    #: The event store.
     store: StoreSettings = attrs.field(factory=StoreSettings)
+    #: Log levels.
     logging: LoggingSettings = attrs.field(factory=LoggingSettings)
+    #: The HTTP server.
     http: HTTPSettings = attrs.field(factory=HTTPSettings)
     #: At shutdown, the longest wait for acks in flight (and then for the shutdown event to be stored).
     shutdown_grace_s: float = attrs.field(default=5.0, validator=_non_negative)
@@ -341,19 +375,17 @@ class ProactorSettings(_Settings):
     monotonic_time: bool = True
 
     def resolve_paths(self, paths: AppPaths | None = None) -> ProactorSettings:
-        """Return a copy whose unset directories (store, logs) come from ``paths``.
+        """Return a copy whose unset store directory comes from ``paths``.
 
         The default is ``AppPaths.for_app(app_name, proactor_name=long_name)``: the event store is
         ``<XDG state>/<app_name>/<long_name>/event-store``, one per proactor, so two applications of one user
         never share (and fight over) one store.
         """
         paths = paths if paths is not None else AppPaths.for_app(self.app_name, proactor_name=self.long_name)
-        store, log = self.store, self.logging
+        store = self.store
         if store.directory is None:
             store = attrs.evolve(store, directory=paths.event_store_dir)
-        if log.log_dir is None:
-            log = attrs.evolve(log, log_dir=paths.log_dir)
-        return attrs.evolve(self, store=store, logging=log)
+        return attrs.evolve(self, store=store)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -423,6 +455,32 @@ def _plain(value: Any, secret: bool = False) -> Any:
     return value
 
 
-# The loader (environment variables and .env files) lives in its own module; these names are part of
-# this module's API.
-from gwproactor._settings_loader import load_settings, parse_dotenv  # noqa: E402
+def load_settings(
+    cls: type = ProactorSettings,
+    *,
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    dotenv: Path | str | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> Any:
+    """Load ``cls`` (an attrs settings class) from ``<PREFIX>_...`` variables; see the module docs for the names.
+
+    :param prefix: application prefix, e.g. ``"SCADA"`` (case-insensitive, a trailing ``_`` is optional).
+    :param env: the variables to read (default :data:`os.environ`); also the source of ``HOME`` / ``XDG_*``.
+    :param dotenv: a ``.env`` file to read first (the environment wins).  Nothing is read unless given; a given
+        file that does not exist is an error.  ``AppPaths.for_app(name).dotenv_file`` is the usual place.
+    :param strict: when true (default) a ``<PREFIX>_`` variable that names no setting is an error.
+    :param overrides: top-level fields given as Python values; they win over everything (variables under them
+        are still checked).
+    :returns: the instance; if ``cls`` has ``resolve_paths`` and ``app_name`` (as :class:`ProactorSettings` does),
+        unset directories are filled from :meth:`AppPaths.for_app` using ``env``.
+    :raises InvalidSettings: (a :class:`~gwproactor.errors.ConfigError`) listing every problem, each naming its
+        variable (and the ``.env`` file and line it came from).
+    """
+    environ = os.environ if env is None else env
+    instance = load_attrs(cls, prefix=prefix, env=environ, dotenv=dotenv, strict=strict, **overrides)
+    if hasattr(instance, "resolve_paths") and hasattr(instance, "app_name"):
+        proactor_name = getattr(instance, "long_name", None)
+        instance = instance.resolve_paths(AppPaths.for_app(instance.app_name, env=environ, proactor_name=proactor_name))
+    return instance

@@ -1,4 +1,4 @@
-"""``twist gwproactor`` / ``twistd gwproactor``: the Twisted application plugin (see ``twisted/plugins/gwproactor_plugin.py``).
+"""``twist gwproactor`` / ``twistd gwproactor``: the Twisted application plugin (``dropin/twisted/plugins/gwproactor_plugin.py`` in the checkout).
 
 The reactor is chosen with twist's own option: ``twist --reactor=asyncio gwproactor --app ...``; its timers
 run on the monotonic clock (:func:`~gwproactor.ops.clock.use_monotonic_time`) unless the settings' ``monotonic_time``

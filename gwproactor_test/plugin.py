@@ -30,9 +30,16 @@ FaultProxyFactory = Callable[[str, int], FaultProxy]
 """Type of the ``fault_proxy`` fixture: ``fault_proxy(target_host, target_port)`` returns a started proxy."""
 
 
+CONFIGURED = False
+"""True once pytest configured this plugin: :mod:`gwproactor_test.suites` then builds pytest-style suites."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers and start the delivery guard."""
+    global CONFIGURED
     from gwproactor_test.guard import start_watching
+
+    CONFIGURED = True
 
     config.addinivalue_line(
         "markers",

@@ -9,10 +9,12 @@ Subclass a suite and name your classes::
         parent_cls = MyParent
 
 The same module runs under pytest (with pytest-twisted and the ``gwproactor_test`` plugin) and under
-``trial``: imported inside pytest the suites are plain test classes run on pytest-twisted's reactor
+``trial``: imported inside a pytest run the suites are plain test classes run on pytest-twisted's reactor
 (a trial ``TestCase`` cannot run there: trial spins the reactor itself); imported anywhere else they are
-:class:`twisted.trial.unittest.TestCase` subclasses.  Set ``GWPROACTOR_SUITE_RUNNER=trial|pytest`` to
-force one.  Import the module (``from gwproactor_test import suites``), not the classes, so trial does not
+:class:`twisted.trial.unittest.TestCase` subclasses.  "Inside a pytest run" is decided explicitly: the
+``gwproactor_test`` pytest plugin's ``pytest_configure`` says so, which only pytest calls; merely importing
+pytest or pytest_twisted (as a test module may) does not turn the suites into classes trial cannot see.
+Set ``GWPROACTOR_SUITE_RUNNER=trial|pytest`` to force one.  Import the module (``from gwproactor_test import suites``), not the classes, so trial does not
 also collect the base suites.
 """
 
@@ -47,11 +49,17 @@ __all__ = [
 ]
 
 
+def _pytest_is_running() -> bool:
+    """True when a pytest run configured the ``gwproactor_test`` plugin and pytest-twisted is loaded."""
+    plugin = sys.modules.get("gwproactor_test.plugin")
+    return bool(getattr(plugin, "CONFIGURED", False)) and "pytest_twisted" in sys.modules
+
+
 def _runner() -> str:
     forced = os.environ.get("GWPROACTOR_SUITE_RUNNER")
     if forced in ("trial", "pytest"):
         return forced
-    return "pytest" if "_pytest.config" in sys.modules and "pytest_twisted" in sys.modules else "trial"
+    return "pytest" if _pytest_is_running() else "trial"
 
 
 RUNNER = _runner()

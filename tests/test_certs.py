@@ -1,4 +1,4 @@
-"""Tests of gwproactor_test.certs: generated CAs, server and client certificates."""
+"""Tests of gwproactor.certs (generated CAs, server and client certificates) and the gwproactor_test.certs set."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gwproactor_test.certs import CertPair, TestCerts, make_ca, make_cert, make_test_certs
+import gwproactor.certs
+import gwproactor_test.certs
+from gwproactor.certs import CertPair, make_ca, make_cert
+from gwproactor_test.certs import TestCerts, make_test_certs
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +130,10 @@ def test_regenerating_overwrites(tmp_path: Path) -> None:
     assert second == first
     assert second.cert_path.read_bytes() != before
     assert stat.S_IMODE(second.key_path.stat().st_mode) == 0o600
+
+
+def test_gwproactor_test_certs_re_exports_the_library_functions() -> None:
+    """The names that moved to gwproactor.certs are still importable, as the same objects, from gwproactor_test.certs."""
+    for name in gwproactor.certs.__all__:
+        assert getattr(gwproactor_test.certs, name) is getattr(gwproactor.certs, name)
+        assert name in gwproactor_test.certs.__all__

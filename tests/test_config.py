@@ -73,7 +73,8 @@ def test_class_defaults() -> None:
     assert (st.directory, st.max_bytes, st.full_policy, st.sync_policy) == (None, 512 * MiB, "drop_oldest", "group")
     assert (st.group_commit_ms, st.segment_bytes, st.received_window) == (10.0, 4 * MiB, 10_000)
     lg = LoggingSettings()
-    assert (lg.base_level, lg.levels, lg.log_dir) == ("INFO", {}, None)
+    assert (lg.base_level, lg.levels) == ("INFO", {})
+    assert not hasattr(lg, "log_dir")  # removed: nothing wrote logs there
 
 
 def test_settings_are_frozen() -> None:
@@ -83,20 +84,18 @@ def test_settings_are_frozen() -> None:
 
 
 def test_load_minimal_env_gives_defaults_and_xdg_dirs() -> None:
-    """Loading with only the names gives the defaults, with store (per proactor) and log dirs under the XDG state dir."""
+    """Loading with only the names gives the defaults, with the store (per proactor) under the XDG state dir."""
     s = load()
     assert s.long_name == "d1.isone.ct.orange1.scada" and s.short_name == "s"
     assert s.brokers == {"default": BrokerSettings()}
     assert s.store.directory == Path("/home/pi/.local/state/gwproactor/d1.isone.ct.orange1.scada/event-store")
-    assert s.logging.log_dir == Path("/home/pi/.local/state/gwproactor/log")
     assert attrs.evolve(s.store, directory=None) == StoreSettings()
 
 
 def test_explicit_dirs_are_kept() -> None:
     """resolve_paths keeps directories that are set."""
-    s = load({"SCADA_STORE__DIRECTORY": "/var/lib/scada/events", "SCADA_LOGGING__LOG_DIR": "/var/log/scada"})
+    s = load({"SCADA_STORE__DIRECTORY": "/var/lib/scada/events"})
     assert s.store.directory == Path("/var/lib/scada/events")
-    assert s.logging.log_dir == Path("/var/log/scada")
 
 
 def test_app_name_moves_dirs() -> None:
@@ -544,3 +543,39 @@ def test_to_dict_is_plain_data(tmp_path: Path) -> None:
     assert d["brokers"]["default"]["tls"] is None
     assert d["links"] == {}
     assert d["logging"]["levels"] == {}
+
+
+def _settings_reference() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "settings_reference.py"
+    spec = importlib.util.spec_from_file_location("settings_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settings_reference_page_is_current() -> None:
+    """docs/settings.rst is what docs/settings_reference.py writes from the settings classes (regenerate it)."""
+    reference = _settings_reference()
+    assert reference.OUTPUT.read_text() == reference.render(), "run: python docs/settings_reference.py"
+
+
+def test_settings_reference_covers_every_settings_class() -> None:
+    """Every settings class reachable from ProactorSettings has a section, and every field a description."""
+    import typing
+
+    reference = _settings_reference()
+    covered = {cls for cls, *_ in reference.SECTIONS}
+    todo, seen = [ProactorSettings], set()
+    while todo:
+        cls = todo.pop()
+        seen.add(cls)
+        for tp in typing.get_type_hints(cls).values():
+            for arg in (tp, *typing.get_args(tp)):
+                if attrs.has(arg) and arg not in seen:
+                    todo.append(arg)
+    assert seen == covered
+    for cls in covered:
+        assert all(reference.field_comments(cls).values()), cls

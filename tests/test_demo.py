@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from gwproactor.cli import build_parser
-from gwproactor.demo.cli import (
+from gwproactor.demo.report import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NO_MOSQUITTO,
     EXIT_OK,
     DemoSummary,
-    _LineTail,
-    _Records,
+    LineTail,
+    Records,
     child_line,
     config_from_args,
     endpoint_via_proxy,
@@ -230,7 +230,7 @@ def test_status_lines_are_compact_and_readable() -> None:
 def test_line_tail_reads_only_complete_new_lines(tmp_path: Path) -> None:
     """The file tail returns each complete line once and holds a partial last line until it is finished."""
     path = tmp_path / "records"
-    records = _Records(_LineTail(path))
+    records = Records(LineTail(path))
     assert records.refresh() == 0
     with open(path, "a") as f:
         f.write("a 1\nb 2\nc")
@@ -261,3 +261,26 @@ def test_summary_is_ok_only_when_everything_arrived_exactly_once() -> None:
         assert not bad.ok
         assert bad.lines()[-1].startswith("FAILED: ") and words in bad.lines()[-1]
     assert EXIT_FAILED == 1
+
+
+def test_old_demo_cli_module_still_exports_the_moved_names() -> None:
+    """gwproactor.demo.cli is a shim: the report names are the library's, DemoRun/run_demo resolve (through the
+    gwproactor.commands entry point) to gwproactor_test.demo's."""
+    import gwproactor.demo.cli as old
+    import gwproactor.demo.report as report
+    import gwproactor_test.demo as moved
+
+    assert old.endpoint_via_proxy is report.endpoint_via_proxy and old.DemoSummary is report.DemoSummary
+    assert old.DemoRun is moved.DemoRun and old.run_demo is moved.run_demo
+    with pytest.raises(AttributeError):
+        old.no_such_name  # noqa: B018
+
+
+def test_demo_command_comes_from_the_entry_point() -> None:
+    """The gwproactor command finds ``demo`` through the gwproactor.commands entry point into gwproactor_test."""
+    import gwproactor_test.demo
+    from gwproactor.cli import command_module
+
+    assert command_module("demo") is gwproactor_test.demo
+    args = build_parser(only="demo").parse_args(["demo", "--events", "3"])
+    assert args.func is gwproactor_test.demo.run_demo and args.events == 3

@@ -441,7 +441,7 @@ class Link(Service):
         """Tell a gwproactor peer our capabilities (in answer to its capability ping; not acked)."""
         if not self.capabilities:
             return
-        from gwproactor import __version__
+        from gwproactor._version import __version__
 
         d = self.send(Hello(capabilities=self.capabilities, version=__version__), ack_required=False)
         d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))

@@ -1,4 +1,8 @@
-"""A REST poller actor: GET a URL on an interval (treq), convert the body, send the result to an actor."""
+"""A REST poller actor: GET a URL on an interval (treq), convert the body, send the result to an actor.
+
+treq is optional (the ``rest`` extra) and imported only when a poller starts; without it the poller's start
+raises an :class:`ImportError` that names the extra.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from gwproactor.actors.base import Actor
 from gwproactor.errors import ConvertError, HTTPStatusError  # noqa: F401 (re-exported)
 from gwproactor.ops.backoff import Backoff
 from gwproactor.ops.problems import RateLimiter, describe
+
+#: What to install when treq is missing.
+MISSING_EXTRA = "RestPoller needs treq: pip install 'gwproactor[rest]'"
 
 #: Outcomes of one :meth:`RestPoller.poll` (the value its Deferred fires with).
 SENT = "sent"
@@ -158,7 +165,7 @@ class RestPoller(Actor):
         return fetch
 
     async def _fetch(self) -> tuple[bytes, Any]:
-        import treq
+        treq = _import_treq()
 
         response = await self.http_client.get(self.url)
         body = await treq.content(response)
@@ -265,7 +272,16 @@ def _cancel(fetch: Deferred, why: list[str], reason: str) -> None:
 
 def _default_client(reactor: Any) -> Any:
     """A treq ``HTTPClient`` on ``reactor`` that opens a new connection per request."""
+    _import_treq()
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
     return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+def _import_treq() -> Any:
+    try:
+        import treq
+    except ImportError as e:
+        raise ImportError(MISSING_EXTRA) from e
+    return treq

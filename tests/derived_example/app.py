@@ -1,16 +1,16 @@
-"""A small derived application: a home SCADA (child) reporting events to a cloud node (parent)."""
+"""A small derived application: a home SCADA (child) reporting events to a cloud node (parent).
+
+Application code only: it imports the library, never a test helper (its test settings are in the test module).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from gwproactor.config import ProactorSettings
 from gwproactor.message import ProblemEvent
 from gwproactor.proactor import Proactor
-from gwproactor_test.dummies import test_settings
 
 HOME_LONG_NAME, HOME_SHORT_NAME = "d1.isone.ct.newhaven.home1.scada", "h"
 CLOUD_LONG_NAME, CLOUD_SHORT_NAME = "d1.isone.ct.newhaven.home1", "c"
@@ -43,15 +43,3 @@ class CloudNode(Proactor):
         """Archive ``event``."""
         self.archive.setdefault(event.src, []).append(event.message_id)
         return super().handle_event(link, event)
-
-
-def home_settings(broker_endpoint: str, store_dir: Path | str, **link_overrides: Any) -> ProactorSettings:
-    """Settings of the home SCADA in tests."""
-    return test_settings(HOME_LONG_NAME, HOME_SHORT_NAME, broker_endpoint, store_dir,
-                         {"cloud": (CLOUD_LONG_NAME, CLOUD_SHORT_NAME, True)}, link_overrides)
-
-
-def cloud_settings(broker_endpoint: str, store_dir: Path | str, **link_overrides: Any) -> ProactorSettings:
-    """Settings of the cloud node in tests."""
-    return test_settings(CLOUD_LONG_NAME, CLOUD_SHORT_NAME, broker_endpoint, store_dir,
-                         {"home": (HOME_LONG_NAME, HOME_SHORT_NAME, False)}, link_overrides)

@@ -1,15 +1,32 @@
 """The derived example runs gwproactor_test's live suites against its own proactor classes."""
 
+from pathlib import Path
+from typing import Any
+
+from gwproactor.config import ProactorSettings
 from gwproactor_test import suites
+from gwproactor_test.dummies import test_settings
 
 from . import app
+
+
+def home_settings(broker_endpoint: str, store_dir: Path | str, **link_overrides: Any) -> ProactorSettings:
+    """Settings of the home SCADA in tests (quick live-test timings)."""
+    return test_settings(app.HOME_LONG_NAME, app.HOME_SHORT_NAME, broker_endpoint, store_dir,
+                         {"cloud": (app.CLOUD_LONG_NAME, app.CLOUD_SHORT_NAME, True)}, link_overrides)
+
+
+def cloud_settings(broker_endpoint: str, store_dir: Path | str, **link_overrides: Any) -> ProactorSettings:
+    """Settings of the cloud node in tests."""
+    return test_settings(app.CLOUD_LONG_NAME, app.CLOUD_SHORT_NAME, broker_endpoint, store_dir,
+                         {"home": (app.HOME_LONG_NAME, app.HOME_SHORT_NAME, False)}, link_overrides)
 
 
 class TestHomeAndCloud(suites.PairSuites):
     """Every pair suite against HomeScada (child) and CloudNode (parent)."""
 
     child_cls, parent_cls = app.HomeScada, app.CloudNode
-    child_settings, parent_settings = app.home_settings, app.cloud_settings
+    child_settings, parent_settings = staticmethod(home_settings), staticmethod(cloud_settings)
     child_link, parent_link = "cloud", "home"
 
     async def test_cloud_archives_home_reports(self) -> None:
