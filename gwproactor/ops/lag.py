@@ -125,5 +125,5 @@ class ReactorLag:
             "p99_s": round(self.p99_s, 6),
             "samples": self.samples,
             "interval_s": self.interval_s,
-            "histogram": dict(zip(buckets, self.histogram)),
+            "histogram": dict(zip(buckets, self.histogram, strict=True)),
         }

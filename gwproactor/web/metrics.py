@@ -239,7 +239,8 @@ class ProactorCollector:
             "gwproactor_reactor_lag_max_seconds", "Largest reactor lag sample since start (or reset).", value=lag.max_s
         )
         buckets, total = [], 0
-        for bound, n in zip(LAG_BUCKETS_S, lag.histogram):
+        # The histogram has one more bucket than bounds (everything above the last); "+Inf" counts it.
+        for bound, n in zip(LAG_BUCKETS_S, lag.histogram[:-1], strict=True):
             total += n
             buckets.append((f"{bound:g}", total))
         buckets.append(("+Inf", lag.samples))
