@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from twisted.python.failure import Failure
@@ -83,7 +83,7 @@ class Problems:
         return len(self.errors) + len(self.warnings) + self.dropped
 
     @property
-    def problem_type(self) -> str | None:
+    def problem_type(self) -> Literal["error", "warning"] | None:
         """``"error"`` if any error was added, else ``"warning"`` if any warning, else None."""
         if self.errors:
             return "error"
