@@ -67,9 +67,6 @@ REQUIRE_4X_ENV = "GWPROACTOR_REQUIRE_4X"
 CACHE_ENV = "GWPROACTOR_TEST_CACHE"
 """Overrides the cache directory (default ``$XDG_CACHE_HOME/gwproactor-test``, else ``~/.cache/gwproactor-test``)."""
 
-READING_TYPE_4X = "gridworks.event.interop.reading"
-"""``TypeName`` of the events a 4.x child generates on a ``gen`` command."""
-
 INTEROP_LINK_SETTINGS: dict[str, Any] = {
     "ack_timeout_s": 5.0,
     "heartbeat_s": 1.0,
