@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -35,6 +35,9 @@ from gwproactor_test.dummies import test_settings
 from gwproactor_test.instrumented import InstrumentedMixin
 from gwproactor_test.process import ProactorProcess
 from gwproactor_test.wait import await_for, describe_proactors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gwproactor_test.broker import PrivateBroker
 
 __all__ = [
     "INTEROP_LINK_SETTINGS",
@@ -350,7 +353,7 @@ class V4xPeer:
     short_name: str
     peer_long_name: str
     peer_short_name: str
-    broker: Any
+    broker: PrivateBroker
     directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
     tls: bool = False
     extra_env: dict[str, str] = attrs.field(factory=dict)
@@ -416,6 +419,7 @@ class V4xPeer:
     def install_tls_files(self) -> None:
         """Copy the broker's test CA and client certificate to where 4.x looks for the link's TLS files."""
         certs = self.broker.certs
+        assert certs is not None  # a PrivateBroker makes its certificates when it is created
         link_dir = self.certs_dir / self.link_name
         (link_dir / "private").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(certs.ca.cert_path, link_dir / "ca.crt")
@@ -569,7 +573,7 @@ class InteropPair:
     """
 
     env: V4xEnv
-    broker: Any
+    broker: PrivateBroker
     directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
     ours: str = "child"
     tls: bool = False
