@@ -330,6 +330,10 @@ def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}{k}": str(v) for k, v in values.items()}
 
 
+def _absolute(path: str | Path) -> Path:
+    return Path(path).absolute()
+
+
 @attrs.define(eq=False)
 class V4xPeer:
     """A gridworks-proactor 4.x child (link ``parent``) or parent (link ``child``) in its own process.
@@ -354,7 +358,7 @@ class V4xPeer:
     peer_long_name: str
     peer_short_name: str
     broker: PrivateBroker
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    directory: Path = attrs.field(converter=_absolute)
     tls: bool = False
     extra_env: dict[str, str] = attrs.field(factory=dict)
     reactor: Any = None
@@ -574,7 +578,7 @@ class InteropPair:
 
     env: V4xEnv
     broker: PrivateBroker
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    directory: Path = attrs.field(converter=_absolute)
     ours: str = "child"
     tls: bool = False
     link_overrides: dict[str, Any] = attrs.field(factory=lambda: dict(INTEROP_LINK_SETTINGS))

@@ -29,8 +29,8 @@ class Actor(Service):
     """
 
     log = Logger()
-    # Twisted's Service declares ``name = None`` without a type; an actor's name is always a str.
-    name: str  # type: ignore[assignment]
+    #: The routing name (Twisted's ``Service.name``, which for an actor is always a str).
+    name: str
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:

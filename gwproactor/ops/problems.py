@@ -20,7 +20,8 @@ MAX_ENTRIES = 50
 def describe(problem: BaseException | Failure | str) -> str:
     """One line naming ``problem``: ``"Type: message"`` for exceptions and failures, the text for a str."""
     if isinstance(problem, Failure):
-        return f"{problem.type.__name__}: {problem.getErrorMessage()}"
+        kind = problem.type.__name__ if problem.type is not None else "Failure"
+        return f"{kind}: {problem.getErrorMessage()}"
     if isinstance(problem, BaseException):
         text = str(problem)
         return f"{type(problem).__name__}: {text}" if text else type(problem).__name__
