@@ -165,7 +165,7 @@ class Router:
         self.stats.actors[dst].delivered += 1
         try:
             result = actor.receive(message)
-        except Exception:
+        except Exception:  # not BaseException: KeyboardInterrupt and SystemExit are no actor's failure
             self._failed(actor, message, Failure())
             return
         if isinstance(result, Deferred):
