@@ -1,14 +1,20 @@
-"""The exception tree in gwproactor.errors: one base, and the documented tree matches the classes."""
+"""The error policy: one exception tree, documented as the classes are; what the router counts as a failure."""
 
 from __future__ import annotations
 
 import inspect
 import re
+from typing import Any, ClassVar
 
+import attrs
 import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from gwproactor import errors
+from gwproactor.actors import Actor, Router
 from gwproactor.errors import GwProactorError
+from gwproactor.message import make_message
 
 _ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[A-Za-z]+)(?: \(also (?P<also>[A-Za-z]+)\))?$")
 
@@ -65,3 +71,48 @@ def test_the_documented_tree_gives_each_class_its_bases(name: str) -> None:
     else:
         assert (ours, builtins) == ([parent], [also] if also else [])
 
+
+
+# --- the router: an actor's exception is its failure; KeyboardInterrupt and SystemExit are not ----------------
+
+
+@attrs.frozen
+class _Poke:
+    TYPE_NAME: ClassVar[str] = "test.error_tree.poke"
+
+
+class _Raising(Actor):
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(name)
+        self.error = error
+
+    def receive(self, message: Any) -> None:
+        raise self.error
+
+
+def _router_with(actor: Actor) -> tuple[Router, Clock, list[Failure]]:
+    clock = Clock()
+    failures: list[Failure] = []
+    router = Router(clock=clock, on_failure=lambda actor, message, failure: failures.append(failure))
+    router.add(actor)
+    router.start()
+    router.send(make_message("tester", actor.name, _Poke()))
+    return router, clock, failures
+
+
+def test_router_counts_an_exception_as_the_actor_failure() -> None:
+    """An Exception from receive is logged, counted and handed to on_failure; delivery goes on."""
+    router, clock, failures = _router_with(_Raising("a", RuntimeError("boom")))
+    clock.advance(0)
+    assert [f.type for f in failures] == [RuntimeError]
+    assert router.stats.failures == 1
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(3)])
+def test_router_lets_process_exits_through(error: BaseException) -> None:
+    """KeyboardInterrupt and SystemExit from receive propagate: they are not counted as actor failures."""
+    router, clock, failures = _router_with(_Raising("a", error))
+    with pytest.raises(type(error)):
+        clock.advance(0)
+    assert failures == []
+    assert router.stats.failures == 0
