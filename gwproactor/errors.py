@@ -27,6 +27,7 @@ against the classes)::
         DecodeError
             UnknownTypeError
             TopicError
+            FrameTooLarge
         EncodeError
         RegistryError
             DuplicateTypeNameError (also ValueError)
