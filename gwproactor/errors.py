@@ -1,10 +1,63 @@
 """The one exception tree of gwproactor.
 
-Every exception the library raises on purpose derives from :class:`GwProactorError`.
-Messages say what was wrong and, where there is one, what to do about it.
+Every exception the library raises on purpose derives from :class:`GwProactorError`, so
+``except GwProactorError`` catches all of them and nothing else.  Messages say what was wrong and,
+where there is one, what to do about it.
+
+The policy:
+
+* **Settings** that cannot be loaded or are invalid raise :class:`ConfigError` (the environment, a
+  ``.env`` file, the settings classes' validation as the loader reports it).  A runner turns it into
+  one line per problem and a non-zero exit, before anything starts.
+* **Runtime** errors (the wire, actors, MQTT, links, the event store, certificates, HTTP polling) derive
+  from :class:`GwProactorError` through the base of their family: :class:`DecodeError`,
+  :class:`MQTTError`, :class:`LinkError`, :class:`StoreError` ...  A Deferred that fails fails with one
+  of these.
+* **Programming errors** (an argument of the wrong type or value handed to the API) stay Python's own
+  ``TypeError`` / ``ValueError``; where a caller may want to catch one, the class derives from both
+  (``DuplicateTypeNameError`` is a ``ValueError``; ``UnknownActorError`` a ``KeyError``).
+* Built-in exceptions are never used as internal signals between gwproactor's parts.
+
+The tree (``(also X)`` names a built-in second base; ``tests/test_error_tree.py`` checks this list
+against the classes)::
+
+    GwProactorError
+        ConfigError
+            InvalidSettings
+        DecodeError
+            UnknownTypeError
+            TopicError
+            FrameTooLarge
+        EncodeError
+        RegistryError
+            DuplicateTypeNameError (also ValueError)
+        DuplicateActorError
+        UnknownActorError (also KeyError)
+        MQTTError
+            InvalidTopic (also ValueError)
+            NotConnectedError
+            ConnectionRefusedByBroker
+            PublishFailed
+        LinkError
+            UnknownLinkError (also KeyError)
+            AckTimeout
+            LinkDown
+        StoreError
+            StoreWriteError
+            StoreLocked
+            StoreFull
+            StoreClosed
+            EventNotFound (also KeyError)
+            CorruptRecord
+                StoreReadError
+        CertsError
+        HTTPStatusError
+        ConvertError
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class GwProactorError(Exception):
@@ -21,7 +74,7 @@ class ConfigError(GwProactorError):
 class InvalidSettings(ConfigError):
     """One or more settings are invalid; :attr:`problems` lists each, naming its variable."""
 
-    def __init__(self, problems) -> None:
+    def __init__(self, problems: Iterable[str]) -> None:
         self.problems = tuple(problems)
         if len(self.problems) == 1:
             message = self.problems[0]
@@ -101,10 +154,6 @@ class ConnectionRefusedByBroker(MQTTError):
         super().__init__(f"broker refused the connection: {reason} (CONNACK code {reason_code})")
         self.reason_code = reason_code
         self.reason = reason
-
-
-class SubscriptionFailed(MQTTError):
-    """The broker answered SUBSCRIBE with a failure code (0x80) for a topic filter."""
 
 
 class PublishFailed(MQTTError):
@@ -212,10 +261,3 @@ class HTTPStatusError(GwProactorError):
 
 class ConvertError(GwProactorError):
     """A REST poller's ``convert`` callable raised on a response body."""
-
-
-# --- operations ------------------------------------------------------------
-
-
-class ShutdownRequested(GwProactorError):
-    """Raised into waiting Deferreds when the proactor shuts down."""

@@ -14,6 +14,7 @@ from typing import IO, Any, Mapping
 import attrs
 from twisted.logger import (
     FileLogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     eventAsJSON,
@@ -50,7 +51,7 @@ def text_log_observer(stream: IO[Any]) -> FileLogObserver:
     return FileLogObserver(stream, lambda event: formatEventAsClassicLogText(event, formatTime=format_time_ms))
 
 
-def _as_json_line(event: Mapping[str, Any]) -> str:
+def _as_json_line(event: LogEvent) -> str:
     extra: dict[str, Any] = {"log_text": formatEvent(event)}
     failure = event.get("log_failure")
     if failure is not None:

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import attrs
 
-from gwproactor.config import _SECRET, AppPaths, ProactorSettings
+from gwproactor.config import _SECRET, AppPaths, ProactorSettings, TLSSettings
 from gwproactor.mqtt.endpoints import _file_problem, endpoint_problems
 
 __all__ = ["SettingsReport", "check_settings", "no_links_warning", "setting_name", "settings_lines",
@@ -91,7 +91,7 @@ def check_settings(settings: ProactorSettings, *, prefix: str = "GWP", reactor: 
     return SettingsReport(errors=tuple(errors), warnings=tuple(warnings))
 
 
-def _tls_field_problems(prefix: str, broker: str, tls: Any) -> list[str]:
+def _tls_field_problems(prefix: str, broker: str, tls: TLSSettings) -> list[str]:
     from twisted.internet import ssl
 
     problems = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -26,6 +26,7 @@ from gwproactor_test.wait import await_for
 __all__ = ["Alarm", "ConstrainedResult", "run_alarm_through_backlog"]
 
 CHILD, PARENT = "d1.constrained.scada", "d1.constrained"
+_P = TypeVar("_P", bound=Proactor)
 
 
 @default_registry.register
@@ -43,7 +44,7 @@ class _Parent(Proactor):
         super().__init__(*args, **kwargs)
         self.readings = 0
         self.first_reading_at: float | None = None
-        self.alarm_seen = Deferred()
+        self.alarm_seen: Deferred[float] = Deferred()
         self.alarm_after_readings: int | None = None
 
     def handle_event(self, link: Any, event: Any) -> Any:
@@ -73,7 +74,7 @@ class ConstrainedResult:
         return attrs.asdict(self)
 
 
-def _make(cls: type, endpoint: str, tmp: Path, long: str, short: str, link: LinkSettings) -> Any:
+def _make(cls: type[_P], endpoint: str, tmp: Path, long: str, short: str, link: LinkSettings) -> _P:
     from twisted.internet import reactor
 
     settings = ProactorSettings(long_name=long, short_name=short, links={"link": link},
@@ -90,7 +91,7 @@ async def run_alarm_through_backlog(
     proxy = make_proxy("127.0.0.1", broker.port)
     # On a slow link an ack waits behind everything in flight: a window of uncompressed batch frames
     # (2 frames of ~19 kB at 8,000 bytes/s) takes ~5 s to leave, so the 5 s default would time out and resend.
-    timing = dict(ack_timeout_s=30.0, heartbeat_s=5.0, receive_deadline_s=90.0)
+    timing: dict[str, Any] = dict(ack_timeout_s=30.0, heartbeat_s=5.0, receive_deadline_s=90.0)
     child = _make(Proactor, proxy.endpoint(), tmp, CHILD, "s",
                   LinkSettings(peer_long_name=PARENT, peer_short_name="a", upstream=True, window=window,
                                compress=compress, **timing))

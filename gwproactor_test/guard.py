@@ -9,13 +9,12 @@ checks every outbox built during a test and fails the test otherwise, unless the
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 from gwproactor.links.outbox import Outbox
 
 __all__ = ["offenders", "start_watching", "take_outboxes"]
 
-_outboxes: weakref.WeakSet = weakref.WeakSet()
+_outboxes: weakref.WeakSet[Outbox] = weakref.WeakSet()
 _installed = False
 
 
@@ -34,14 +33,14 @@ def start_watching() -> None:
     _installed = True
 
 
-def take_outboxes() -> list[Any]:
+def take_outboxes() -> list[Outbox]:
     """The outboxes built since the last call (and still alive); forgets them."""
     out = list(_outboxes)
     _outboxes.clear()
     return out
 
 
-def offenders(outboxes: list[Any]) -> list[str]:
+def offenders(outboxes: list[Outbox]) -> list[str]:
     """One line per outbox whose ``resent_without_cause`` is not 0."""
     return [
         f"{getattr(o.link, 'link_name', o.link)}: {o.stats.resent_without_cause} events sent twice without cause "

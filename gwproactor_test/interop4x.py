@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -35,6 +35,9 @@ from gwproactor_test.dummies import test_settings
 from gwproactor_test.instrumented import InstrumentedMixin
 from gwproactor_test.process import ProactorProcess
 from gwproactor_test.wait import await_for, describe_proactors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gwproactor_test.broker import PrivateBroker
 
 __all__ = [
     "INTEROP_LINK_SETTINGS",
@@ -66,9 +69,6 @@ REQUIRE_4X_ENV = "GWPROACTOR_REQUIRE_4X"
 
 CACHE_ENV = "GWPROACTOR_TEST_CACHE"
 """Overrides the cache directory (default ``$XDG_CACHE_HOME/gwproactor-test``, else ``~/.cache/gwproactor-test``)."""
-
-READING_TYPE_4X = "gridworks.event.interop.reading"
-"""``TypeName`` of the events a 4.x child generates on a ``gen`` command."""
 
 INTEROP_LINK_SETTINGS: dict[str, Any] = {
     "ack_timeout_s": 5.0,
@@ -330,6 +330,10 @@ def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}{k}": str(v) for k, v in values.items()}
 
 
+def _absolute(path: str | Path) -> Path:
+    return Path(path).absolute()
+
+
 @attrs.define(eq=False)
 class V4xPeer:
     """A gridworks-proactor 4.x child (link ``parent``) or parent (link ``child``) in its own process.
@@ -353,8 +357,8 @@ class V4xPeer:
     short_name: str
     peer_long_name: str
     peer_short_name: str
-    broker: Any
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    broker: PrivateBroker
+    directory: Path = attrs.field(converter=_absolute)
     tls: bool = False
     extra_env: dict[str, str] = attrs.field(factory=dict)
     reactor: Any = None
@@ -419,6 +423,7 @@ class V4xPeer:
     def install_tls_files(self) -> None:
         """Copy the broker's test CA and client certificate to where 4.x looks for the link's TLS files."""
         certs = self.broker.certs
+        assert certs is not None  # a PrivateBroker makes its certificates when it is created
         link_dir = self.certs_dir / self.link_name
         (link_dir / "private").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(certs.ca.cert_path, link_dir / "ca.crt")
@@ -572,8 +577,8 @@ class InteropPair:
     """
 
     env: V4xEnv
-    broker: Any
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    broker: PrivateBroker
+    directory: Path = attrs.field(converter=_absolute)
     ours: str = "child"
     tls: bool = False
     link_overrides: dict[str, Any] = attrs.field(factory=lambda: dict(INTEROP_LINK_SETTINGS))

@@ -15,13 +15,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from gwproactor_test.broker import MOSQUITTO_MISSING, PrivateBroker, find_mosquitto
 from gwproactor_test.certs import TestCerts, make_test_certs
 from gwproactor_test.proxy import FaultProxy
+
+if TYPE_CHECKING:  # pragma: no cover - the plugin imports these lazily, when a fixture is used
+    from twisted.internet.task import Clock
+    from twisted.logger import LogLevel
+
+    from gwproactor_test.interop4x import V4xEnv
+    from gwproactor_test.live import LivePair, LiveTree
 
 REQUIRE_MOSQUITTO_ENV = "GWPROACTOR_REQUIRE_MOSQUITTO"
 """Set this environment variable to ``1`` to make a missing Mosquitto fail live tests instead of skipping them."""
@@ -145,7 +152,7 @@ def fault_proxy(twisted_greenlet: Any) -> Iterator[FaultProxyFactory]:
 
 
 @pytest.fixture(scope="session")
-def v4x_env(twisted_greenlet: Any) -> Any:
+def v4x_env(twisted_greenlet: Any) -> V4xEnv:
     """The gridworks-proactor 4.x virtualenv (:func:`gwproactor_test.interop4x.ensure_v4x_env`, installed in a
     thread on first use); skips when 4.x cannot be installed here, fails instead if ``GWPROACTOR_REQUIRE_4X=1``."""
     from twisted.internet import threads
@@ -196,7 +203,7 @@ def verbose_roles(config: pytest.Config) -> frozenset[str]:
     return frozenset(roles)
 
 
-def verbose_level(config: pytest.Config) -> Any:
+def verbose_level(config: pytest.Config) -> LogLevel:
     """The :class:`~twisted.logger.LogLevel` from ``--gwp-log-level``."""
     from twisted.logger import LogLevel
 
@@ -204,7 +211,7 @@ def verbose_level(config: pytest.Config) -> Any:
 
 
 @pytest.fixture
-def clock() -> Any:
+def clock() -> Clock:
     """A fresh :class:`twisted.internet.task.Clock` for unit tests."""
     from twisted.internet.task import Clock
 
@@ -214,7 +221,7 @@ def clock() -> Any:
 @pytest.fixture
 def pair(
     twisted_greenlet: Any, private_broker: PrivateBroker, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Any]:
+) -> Iterator[LivePair]:
     """A :class:`~gwproactor_test.live.LivePair` of the dummy classes on the session broker (not started).
 
     Start it with ``await pair.start()`` (or ``start_child()`` / ``start_parent()``); it is stopped after the test.
@@ -230,7 +237,7 @@ def pair(
 @pytest.fixture
 def tree(
     twisted_greenlet: Any, private_broker: PrivateBroker, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Any]:
+) -> Iterator[LiveTree]:
     """A :class:`~gwproactor_test.live.LiveTree` (scada2 → scada1 → atn) of the dummies (not started); stopped after."""
     from gwproactor_test.live import LiveTree
 

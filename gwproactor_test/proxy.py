@@ -6,13 +6,16 @@ It forwards bytes without looking at them, so it works for plain MQTT and for TL
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 from twisted.internet import defer, protocol
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport, ITransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 __all__ = ["Direction", "FaultProxy"]
 
@@ -31,6 +34,12 @@ def _default_reactor() -> Any:
     return reactor
 
 
+def _abort(transport: ITransport | None) -> None:
+    """Abort a proxied connection: both of its sides are TCP connections, so the transport has ``abortConnection``."""
+    if transport is not None:
+        cast(ITCPTransport, transport).abortConnection()
+
+
 class _Lane:
     """One direction of one proxied connection: an ordered queue of chunks (and a final close)."""
 
@@ -38,8 +47,8 @@ class _Lane:
         self.proxy = proxy
         self.direction = direction
         self.queue: deque[tuple[float, Any]] = deque()
-        self.sink: Any = None  # transport the lane writes to
-        self.timer: Any = None
+        self.sink: ITransport | None = None  # transport the lane writes to
+        self.timer: IDelayedCall | None = None
         self.free_at = 0.0  # with a bandwidth limit: when the simulated link is free for the next bytes
 
     def push(self, item: Any) -> None:
@@ -97,7 +106,7 @@ class _Upstream(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
         self.pair.down.push(data)
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802 - Twisted API
         self.pair.upstream_lost()
 
 
@@ -118,7 +127,7 @@ class _Pair(protocol.Protocol):
         if proxy._refusing:
             proxy.connections_refused += 1
             self.closed = True
-            self.transport.abortConnection()
+            _abort(self.transport)
             return
         proxy.connections_accepted += 1
         proxy._pairs.add(self)
@@ -134,20 +143,20 @@ class _Pair(protocol.Protocol):
     def _upstream_made(self, upstream: _Upstream) -> None:
         self.connecting = None
         if self.closed:
-            upstream.transport.abortConnection()
+            _abort(upstream.transport)
             return
         self.upstream = upstream
         self.up.sink = upstream.transport
         self.up.pump()
 
-    def _upstream_failed(self, reason: Any) -> None:
+    def _upstream_failed(self, reason: Failure) -> None:
         self.connecting = None
         if reason.check(defer.CancelledError) is None:
             self.proxy.upstream_failures += 1
             log.info("fault proxy could not reach {host}:{port}", host=self.proxy.target_host,
                      port=self.proxy.target_port)
         if not self.closed:
-            self.transport.abortConnection()
+            _abort(self.transport)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
         if self.silenced:
@@ -155,7 +164,7 @@ class _Pair(protocol.Protocol):
             return
         self.up.push(data)
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802 - Twisted API
         if self.closed and self not in self.proxy._pairs:
             return
         self.closed = True
@@ -186,9 +195,9 @@ class _Pair(protocol.Protocol):
         if self.connecting is not None:
             self.connecting.cancel()
         if self.upstream is not None:
-            self.upstream.transport.abortConnection()
+            _abort(self.upstream.transport)
         if not self.closed:
-            self.transport.abortConnection()
+            _abort(self.transport)
 
 
 @attrs.define(eq=False)
@@ -232,13 +241,13 @@ class FaultProxy:
     bytes_up: int = attrs.field(init=False, default=0)
     bytes_down: int = attrs.field(init=False, default=0)
     bytes_swallowed: int = attrs.field(init=False, default=0)
-    _listening: Any = attrs.field(init=False, default=None)
+    _listening: IListeningPort | None = attrs.field(init=False, default=None)
     _pairs: set[_Pair] = attrs.field(init=False, factory=set)
     _paused: set[str] = attrs.field(init=False, factory=set)
     _half_open: bool = attrs.field(init=False, default=False)
     _refusing: bool = attrs.field(init=False, default=False)
     _never_answer: bool = attrs.field(init=False, default=False)
-    _bandwidth: dict = attrs.field(init=False, factory=dict)  # direction -> bytes/s, or None
+    _bandwidth: dict[Direction, float | None] = attrs.field(init=False, factory=dict)  # bytes/s, or None
 
     @property
     def _reactor(self) -> Any:
@@ -253,9 +262,9 @@ class FaultProxy:
         endpoint = TCP4ServerEndpoint(self._reactor, 0, interface=self.host)
         d = endpoint.listen(protocol.Factory.forProtocol(lambda: _Pair(self)))
 
-        def listening(port: Any) -> None:
+        def listening(port: IListeningPort) -> None:
             self._listening = port
-            self.port = port.getHost().port
+            self.port = cast(IPv4Address, port.getHost()).port
 
         return d.addCallback(listening)
 
@@ -335,7 +344,7 @@ class FaultProxy:
     def _check(direction: str) -> Direction:
         if direction not in _DIRECTIONS:
             raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
-        return direction  # type: ignore[return-value]
+        return direction
 
     def _held(self, direction: Direction) -> bool:
         return self._half_open or direction in self._paused

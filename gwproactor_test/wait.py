@@ -6,9 +6,10 @@ Everything returns a Deferred, so it works under pytest-twisted (``await``) and 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -26,10 +27,10 @@ class WaitTimeout(AssertionError):
     """A condition did not become true within its deadline; the message describes what was observed."""
 
 
-def _default_reactor() -> Any:
+def _default_reactor() -> IReactorTime:
     from twisted.internet import reactor
 
-    return reactor
+    return cast(IReactorTime, reactor)
 
 
 def _describe(describe: Callable[[], str] | str) -> str:
@@ -46,9 +47,9 @@ def await_for(
     timeout: float,
     describe: Callable[[], str] | str = "",
     *,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     interval: float = 0.01,
-) -> Deferred:
+) -> Deferred[None]:
     """Poll ``condition()`` every ``interval`` seconds until it is true.
 
     The Deferred fires with ``None`` as soon as the condition holds (at once if
@@ -68,15 +69,16 @@ def await_for(
         from twisted.internet.defer import fail
 
         return fail()
-    deadline = reactor.seconds() + timeout
-    pending: list[Any] = []
+    clock = reactor
+    deadline = clock.seconds() + timeout
+    pending: list[IDelayedCall] = []
 
-    def cancel(d: Deferred) -> None:
+    def cancel(d: Deferred[None]) -> None:
         for call in pending:
             if call.active():
                 call.cancel()
 
-    d: Deferred = Deferred(cancel)
+    d: Deferred[None] = Deferred(cancel)
 
     def poll() -> None:
         pending.clear()
@@ -87,14 +89,14 @@ def await_for(
             return
         if done:
             d.callback(None)
-        elif reactor.seconds() >= deadline:
+        elif clock.seconds() >= deadline:
             what = getattr(condition, "__name__", "condition")
             text = _describe(describe)
             d.errback(WaitTimeout(f"{what} not true within {timeout} s" + (f"\n{text}" if text else "")))
         else:
-            pending.append(reactor.callLater(interval, poll))
+            pending.append(clock.callLater(interval, poll))
 
-    pending.append(reactor.callLater(interval, poll))
+    pending.append(clock.callLater(interval, poll))
     return d
 
 

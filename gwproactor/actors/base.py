@@ -8,7 +8,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gwproactor.interfaces import IActor
+from gwproactor.interfaces import IActor, IProactor
 
 if TYPE_CHECKING:  # pragma: no cover
     from gwproactor.message import Message
@@ -29,12 +29,14 @@ class Actor(Service):
     """
 
     log = Logger()
+    #: The routing name (Twisted's ``Service.name``, which for an actor is always a str).
+    name: str
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"an actor needs a non-empty str name, got {name!r}")
         self.name = name
-        self.proactor: Any = None
+        self.proactor: IProactor | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -58,7 +60,7 @@ class Actor(Service):
 
         self.send(make_message(self.name, dst, payload, **kwargs))
 
-    def _require_proactor(self) -> Any:
+    def _require_proactor(self) -> IProactor:
         if self.proactor is None:
             raise RuntimeError(f"{self!r} is not hosted by a proactor yet: call proactor.add_actor(actor) first")
         return self.proactor

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gwproactor.interfaces import IActor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gwproactor.message import Message
 
 #: How many messages one reactor turn delivers before yielding to other work.
 BATCH = 500
@@ -42,6 +46,14 @@ class RouterStats:
         return attrs.asdict(self)
 
 
+class MessageHold(Protocol):
+    """What the router asks of its supervisor: whether to hold a message back for now."""
+
+    def hold(self, message: Message) -> bool:
+        """Keep ``message`` (True) while its destination is restarting; False means deliver it now."""
+        ...
+
+
 @attrs.define(eq=False)
 class Router:
     """Routes messages to actors by ``Header.Dst``.
@@ -57,21 +69,21 @@ class Router:
         supervision decision).
     """
 
-    clock: Any
-    on_failure: Callable[[Any, Any, Failure], None] = lambda actor, message, failure: None
+    clock: IReactorTime
+    on_failure: Callable[[IActor, Message, Failure], None] = lambda actor, message, failure: None
     stats: RouterStats = attrs.field(factory=RouterStats)
-    supervisor: Any = None
+    supervisor: MessageHold | None = None
     """A :class:`~gwproactor.actors.supervision.Supervisor`: messages for an actor it is restarting are held."""
-    _actors: dict[str, Any] = attrs.field(factory=dict, init=False)
-    _queue: deque = attrs.field(factory=deque, init=False)
-    _scheduled: Any = attrs.field(default=None, init=False)
+    _actors: dict[str, IActor] = attrs.field(factory=dict, init=False)
+    _queue: deque[Message] = attrs.field(factory=deque, init=False)
+    _scheduled: IDelayedCall | None = attrs.field(default=None, init=False)
     _running: bool = attrs.field(default=False, init=False)
     _dead_letter_logged: dict[str, tuple[float, int]] = attrs.field(factory=dict, init=False)
     log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.router"), init=False)
 
     # --- actors -------------------------------------------------------------
 
-    def add(self, actor: Any) -> None:
+    def add(self, actor: IActor) -> None:
         """Register ``actor`` (an :class:`~gwproactor.interfaces.IActor`) under its name."""
         from gwproactor.errors import DuplicateActorError
 
@@ -82,11 +94,11 @@ class Router:
         self._actors[actor.name] = actor
         self.stats.actors.setdefault(actor.name, ActorStats())
 
-    def remove(self, name: str) -> Any:
+    def remove(self, name: str) -> IActor:
         """Forget the actor ``name``; later messages to it are dead letters."""
         return self._actors.pop(name)
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> IActor:
         """The actor named ``name``; raises :class:`~gwproactor.errors.UnknownActorError`."""
         from gwproactor.errors import UnknownActorError
 
@@ -122,7 +134,7 @@ class Router:
             self._scheduled.cancel()
         self._scheduled = None
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Message) -> None:
         """Queue ``message`` for the actor named by its ``Header.Dst``."""
         self.stats.routed += 1
         self._queue.append(message)
@@ -141,7 +153,7 @@ class Router:
             self._deliver(queue.popleft())
         self._schedule()
 
-    def _deliver(self, message: Any) -> None:
+    def _deliver(self, message: Message) -> None:
         dst = message.header.dst
         actor = self._actors.get(dst)
         if actor is None:
@@ -153,13 +165,13 @@ class Router:
         self.stats.actors[dst].delivered += 1
         try:
             result = actor.receive(message)
-        except BaseException:
+        except Exception:  # not BaseException: KeyboardInterrupt and SystemExit are no actor's failure
             self._failed(actor, message, Failure())
             return
         if isinstance(result, Deferred):
             result.addErrback(lambda f: self._failed(actor, message, f))
 
-    def _failed(self, actor: Any, message: Any, failure: Failure) -> None:
+    def _failed(self, actor: IActor, message: Message, failure: Failure) -> None:
         self.stats.failures += 1
         self.stats.actors[actor.name].failures += 1
         self.log.failure(
@@ -171,10 +183,10 @@ class Router:
         )
         try:
             self.on_failure(actor, message, failure)
-        except BaseException:
+        except Exception:
             self.log.failure("on_failure callback failed for actor {actor}", actor=actor.name)
 
-    def _dead_letter(self, message: Any) -> None:
+    def _dead_letter(self, message: Message) -> None:
         dst = message.header.dst
         self.stats.dead_letters += 1
         self.stats.dead_letters_by_dst[dst] = self.stats.dead_letters_by_dst.get(dst, 0) + 1

@@ -6,6 +6,7 @@ from collections import deque
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 #: Upper bounds (seconds) of the lag histogram buckets; the last bucket counts everything above.
@@ -28,7 +29,7 @@ class ReactorLag:
     :param window: how many recent samples :attr:`p99_s` is computed over.
     """
 
-    clock: Any
+    clock: IReactorTime
     interval_s: float = 0.1
     window: int = 600
     #: The most recent sample (seconds).
@@ -39,9 +40,9 @@ class ReactorLag:
     samples: int = attrs.field(default=0, init=False)
     #: Sample counts per bucket of :data:`LAG_BUCKETS_S` (one more for "above the last bound").
     histogram: list[int] = attrs.field(factory=lambda: [0] * (len(LAG_BUCKETS_S) + 1), init=False)
-    _recent: deque = attrs.field(init=False)
+    _recent: deque[float] = attrs.field(init=False)
     _due: float | None = attrs.field(default=None, init=False)
-    _call: Any = attrs.field(default=None, init=False)
+    _call: IDelayedCall | None = attrs.field(default=None, init=False)
     log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.ops.lag"), init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -125,5 +126,5 @@ class ReactorLag:
             "p99_s": round(self.p99_s, 6),
             "samples": self.samples,
             "interval_s": self.interval_s,
-            "histogram": dict(zip(buckets, self.histogram)),
+            "histogram": dict(zip(buckets, self.histogram, strict=True)),
         }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, Literal
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from gwproactor.message import ProblemEvent
@@ -18,7 +20,8 @@ MAX_ENTRIES = 50
 def describe(problem: BaseException | Failure | str) -> str:
     """One line naming ``problem``: ``"Type: message"`` for exceptions and failures, the text for a str."""
     if isinstance(problem, Failure):
-        return f"{problem.type.__name__}: {problem.getErrorMessage()}"
+        kind = problem.type.__name__ if problem.type is not None else "Failure"
+        return f"{kind}: {problem.getErrorMessage()}"
     if isinstance(problem, BaseException):
         text = str(problem)
         return f"{type(problem).__name__}: {text}" if text else type(problem).__name__
@@ -83,7 +86,7 @@ class Problems:
         return len(self.errors) + len(self.warnings) + self.dropped
 
     @property
-    def problem_type(self) -> str | None:
+    def problem_type(self) -> Literal["error", "warning"] | None:
         """``"error"`` if any error was added, else ``"warning"`` if any warning, else None."""
         if self.errors:
             return "error"
@@ -139,17 +142,17 @@ class RateLimiter:
     :param max_keys: bound on remembered keys; the oldest windows are forgotten first.
     """
 
-    clock: Any
+    clock: IReactorTime
     max_per_period: int = 5
     period_s: float = 60.0
     max_keys: int = 1000
     #: Reports allowed / suppressed, over all keys, since creation.
     allowed_total: int = attrs.field(default=0, init=False)
     suppressed_total: int = attrs.field(default=0, init=False)
-    _windows: dict[Any, _Window] = attrs.field(factory=dict, init=False)
-    _pending_suppressed: dict[Any, int] = attrs.field(factory=dict, init=False)
+    _windows: dict[Hashable, _Window] = attrs.field(factory=dict, init=False)
+    _pending_suppressed: dict[Hashable, int] = attrs.field(factory=dict, init=False)
 
-    def allow(self, key: Any) -> bool:
+    def allow(self, key: Hashable) -> bool:
         """True if a report for ``key`` may go out now (and count it); False counts it as suppressed."""
         now = self.clock.seconds()
         window = self._windows.get(key)
@@ -166,11 +169,11 @@ class RateLimiter:
         self._pending_suppressed[key] = self._pending_suppressed.get(key, 0) + 1
         return False
 
-    def take_suppressed(self, key: Any) -> int:
+    def take_suppressed(self, key: Hashable) -> int:
         """How many reports for ``key`` were suppressed since the last call (and reset that count)."""
         return self._pending_suppressed.pop(key, 0)
 
-    def suppressed(self, key: Any) -> int:
+    def suppressed(self, key: Hashable) -> int:
         """Reports for ``key`` suppressed and not yet taken with :meth:`take_suppressed`."""
         return self._pending_suppressed.get(key, 0)
 

@@ -10,12 +10,17 @@ starts no thread at all.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import attrs
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IReactorPluggableNameResolver
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+)
 from zope.interface import implementer
 
 __all__ = ["LiteralFirstResolver", "resolve_ip_literals_inline"]
@@ -38,19 +43,19 @@ class LiteralFirstResolver:
     :param names: the resolver for everything else (host names, IPv6 with a zone such as ``fe80::1%eth0``).
     """
 
-    names: Any
+    names: IHostnameResolver
 
     def resolveHostName(  # noqa: N802 - Twisted interface
         self,
-        resolutionReceiver: Any,  # noqa: N803
+        resolutionReceiver: IResolutionReceiver,  # noqa: N803
         hostName: str,  # noqa: N803
         portNumber: int = 0,  # noqa: N803
         addressTypes: Sequence[type] | None = None,  # noqa: N803
         transportSemantics: str = "TCP",  # noqa: N803
-    ) -> Any:
+    ) -> IHostResolution:
         """Answer ``hostName`` at once when it is an IPv4 or IPv6 literal; else ask :attr:`names`."""
         if isIPAddress(hostName):
-            address: Any = IPv4Address(_kind(transportSemantics), hostName, portNumber)
+            address: IPv4Address | IPv6Address = IPv4Address(_kind(transportSemantics), hostName, portNumber)
         elif isIPv6Address(hostName) and "%" not in hostName:
             address = IPv6Address(_kind(transportSemantics), hostName, portNumber, 0, 0)
         else:
@@ -64,7 +69,7 @@ class LiteralFirstResolver:
         return resolution
 
 
-def _kind(transport_semantics: str) -> str:
+def _kind(transport_semantics: str) -> Literal["TCP", "UDP"]:
     return "UDP" if transport_semantics == "UDP" else "TCP"
 
 

@@ -12,15 +12,28 @@ which only the reactor thread may touch; and its errors would not be JSON.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Protocol, Union
 
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from gwproactor.links.machine import LinkState
-from gwproactor.ops.lag import LAG_BUCKETS_S
+from gwproactor.ops.lag import LAG_BUCKETS_S, ReactorLag
 from gwproactor.web._http import json_reply
 
 _log = Logger(namespace="gwproactor.web")
+
+
+class StatsSource(Protocol):
+    """What ``/metrics`` and the status page read from a proactor: its stats snapshot."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """The JSON-ready stats snapshot (``Proactor.stats()``)."""
+        ...
+
+
+#: A lag monitor, or a callable returning the current one (``None`` while lag is not measured).
+LagSource = Union[ReactorLag, Callable[[], Union[ReactorLag, None]], None]
 
 #: What to install when ``prometheus_client`` is missing.
 MISSING_EXTRA = "GET /metrics needs prometheus_client: pip install 'gwproactor[metrics]'"
@@ -57,7 +70,7 @@ def _number(value: Any) -> float | None:
 class ProactorCollector:
     """A ``prometheus_client`` collector reading ``proactor.stats()`` at each scrape.
 
-    :param proactor: provides ``stats()`` and ``links`` (name → :class:`~gwproactor.links.link.Link`).
+    :param proactor: provides ``stats()`` (a :class:`StatsSource`).
     :param lag: a :class:`~gwproactor.ops.lag.ReactorLag`, or a callable returning one or ``None``
         (reactor lag is exposed only when it is measured).
     :param http_stats: ``JSONSite.stats`` of the serving site, for the HTTP families.
@@ -65,8 +78,8 @@ class ProactorCollector:
 
     def __init__(
         self,
-        proactor: Any,
-        lag: Any = None,
+        proactor: StatsSource,
+        lag: LagSource = None,
         http_stats: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.proactor = proactor
@@ -239,7 +252,8 @@ class ProactorCollector:
             "gwproactor_reactor_lag_max_seconds", "Largest reactor lag sample since start (or reset).", value=lag.max_s
         )
         buckets, total = [], 0
-        for bound, n in zip(LAG_BUCKETS_S, lag.histogram):
+        # The histogram has one more bucket than bounds (everything above the last); "+Inf" counts it.
+        for bound, n in zip(LAG_BUCKETS_S, lag.histogram[:-1], strict=True):
             total += n
             buckets.append((f"{bound:g}", total))
         buckets.append(("+Inf", lag.samples))
@@ -287,7 +301,7 @@ class MetricsResource:
             self._registry = registry
         return self._registry
 
-    def render_metrics(self, request: Any) -> bytes:
+    def render_metrics(self, request: IRequest) -> bytes:
         """The exposition of one scrape, or a JSON 501 without ``prometheus_client`` (500 if collecting fails)."""
         try:
             registry = self.registry()

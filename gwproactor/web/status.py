@@ -13,7 +13,10 @@ recent state changes of all links, newest first, and the problem counts by kind.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gwproactor.web.metrics import StatsSource
 
 #: How often the page polls ``/status.json`` (milliseconds).
 POLL_INTERVAL_MS = 1000
@@ -27,7 +30,7 @@ def _age(now: float, then: Any) -> float | None:
     return round(max(0.0, now - then), 3) if isinstance(then, (int, float)) else None
 
 
-def status_view(proactor: Any) -> dict[str, Any]:
+def status_view(proactor: StatsSource) -> dict[str, Any]:
     """The JSON of ``/status.json`` for ``proactor`` (its ``stats()`` plus the links' clocks)."""
     stats = proactor.stats()
     links_stats = stats.get("links") or {}

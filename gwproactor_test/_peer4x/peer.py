@@ -46,7 +46,6 @@ from gwproto import Message
 from gwproto.messages import EventBase
 from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
-from result import Ok, Result
 
 from gwproactor import App, AppSettings, Proactor, setup_logging
 from gwproactor.actors.actor import PrimeActor
