@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -231,7 +231,7 @@ class GroupCommit:
             delay = 0.0 if self._last_commit is None else max(0.0, self._last_commit + interval - now)
             self._group_call = self._clock.callLater(delay, self.commit)
 
-    def _directory_failed(self, error: StoreWriteError | None, new: set, errors: dict) -> None:
+    def _directory_failed(self, error: StoreWriteError | None, new: Set[int], errors: dict) -> None:
         """A failed directory fsync fails the appends of the segments created since the last one."""
         if error is None:
             return
@@ -310,7 +310,7 @@ class GroupCommit:
             d = fail(e)
         d.addBoth(self._batch_done, [tag for _, tag in jobs], waiters, new)
 
-    def _take_jobs(self) -> tuple[list, set]:
+    def _take_jobs(self) -> tuple[list, Set[int]]:
         """Duplicate the descriptor of every dirty file for the fsync thread, which now owns that sync.
 
         Returns the jobs and the segments whose appends a failed directory fsync fails.
@@ -340,7 +340,7 @@ class GroupCommit:
                            f"{self._directory}: duplicating a descriptor failed ({e}); fsyncing on the reactor "
                            "thread until descriptors are available again (appends still become durable)")
 
-    def _batch_done(self, result, tags: list, waiters: list, new: set) -> None:
+    def _batch_done(self, result, tags: list, waiters: list, new: Set[int]) -> None:
         self._busy = False
         errors: dict[int, StoreWriteError] = {}
         with_received = any(kind == "received" for kind, _, _ in tags)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 import attrs
 
@@ -43,6 +43,8 @@ class Segment:
     dirty_ack: bool = False
     unwritten: list = attrs.Factory(list)  # ack frames whose write failed, written with the next ack
 
+
+_NONE: frozenset[int] = frozenset()
 
 # A file a commit must fsync: (descriptor, (kind, segment number or None, path)), kind one of
 # "log", "ack", "directory".
@@ -308,7 +310,7 @@ class SegmentLog:
         """An entry of the directory changed outside the log (``received.log`` replaced): sync the directory."""
         self._directory_dirty = True
 
-    def mark_synced(self) -> set[int]:
+    def mark_synced(self) -> Set[int]:
         """A commit took over the sync of every :meth:`unsynced_files`; return the segments it makes exist.
 
         The returned numbers are those of the segments created since the previous directory sync
@@ -322,10 +324,10 @@ class SegmentLog:
                 seg.fd = None
                 self._read_fds -= 1
         self._dirty.clear()
-        new: set[int] = set()
-        if self._directory_dirty:
-            self._directory_dirty = False
-            new, self._new_segments = self._new_segments, set()
+        if not self._directory_dirty:
+            return _NONE
+        self._directory_dirty = False
+        new, self._new_segments = self._new_segments, set()
         return new
 
     # --- close -------------------------------------------------------------------

@@ -244,8 +244,11 @@ class FileEventStore:
         except ValueError as e:
             return fail(StoreError(f"event {event_id[:80]!r} cannot be stored: {e}"))
         size = len(frame)
-        if self._bound.rejects(size, self._pending_bytes):
-            self._make_room(event_id, size)  # counts and reports the rejection
+        bound = self._bound
+        limit = bound.max_bytes
+        over = limit is not None and self._pending_bytes + size > limit  # else the bound has nothing to do
+        if over and bound.rejects(size, self._pending_bytes):
+            bound.make_room(event_id, size, self._pending_bytes, self._drop_oldest)  # counts and reports it
             return fail(StoreFull(f"event store full ({self._pending_bytes} of {self._max_bytes} bytes pending); "
                                   f"event {event_id} rejected"))
         log = self._segments
@@ -257,14 +260,12 @@ class FileEventStore:
             log.write(seg, frame)
         except OSError as e:
             return fail(self._errors.report("append", seg.log_path, e))
-        self._make_room(event_id, size)  # drop_oldest only now: a failed write drops nothing
+        if over:  # drop_oldest only now: a failed write drops nothing
+            bound.make_room(event_id, size, self._pending_bytes, self._drop_oldest)
         self._index[event_id] = (seg.number, log.added(seg, size), size, now)
         self._pending_bytes += size
         self._appended += 1
         return self._commits.durable(event_id, seg.number)
-
-    def _make_room(self, event_id: str, size: int) -> bool:
-        return self._bound.make_room(event_id, size, self._pending_bytes, self._drop_oldest)
 
     def _unpend(self, event_id: str, number: int) -> None:
         """An append into segment ``number`` failed: its event is no longer pending (its record gets an ack)."""
