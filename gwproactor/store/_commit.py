@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from gwproactor.store._common import StoreWriteError, SysCalls, WriteErrors, report_problem
+from gwproactor.store._common import ProblemCallback, StoreWriteError, SysCalls, WriteErrors, report_problem
 
 if TYPE_CHECKING:
     from gwproactor.store._received import FileReceivedIds
@@ -107,8 +107,8 @@ class GroupCommit:
     """
 
     def __init__(self, log: SegmentLog, *, clock: Any, sync: str, group_ms: float, fsync: Callable[[int], None],
-                 runner: Callable[[Callable[[], list]], Deferred] | None, calls: SysCalls, errors: WriteErrors,
-                 on_problem: Any, on_failed: Callable[[str, int], None], directory: str) -> None:
+                 runner: Callable[[Callable[[], Any]], Deferred] | None, calls: SysCalls, errors: WriteErrors,
+                 on_problem: ProblemCallback | None, on_failed: Callable[[str, int], None], directory: str) -> None:
         self._log = log
         self._clock = clock
         self._sync = sync
@@ -196,8 +196,10 @@ class GroupCommit:
 
     def fsync_directory(self) -> StoreWriteError | None:
         """Fsync the store directory on this thread; return the (reported) error, if any."""
+        fd = self._log.directory_fd
+        assert fd is not None, "the directory is open from before recovery until after the last commit"
         try:
-            self._fsync(self._log.directory_fd)
+            self._fsync(fd)
             self.fsyncs += 1
         except OSError as e:
             return self._errors.report("directory fsync", self._directory, e)
@@ -255,6 +257,7 @@ class GroupCommit:
                 self.fsyncs += 1
             except OSError as e:
                 if kind == "log":
+                    assert number is not None  # a segment file's job names its segment
                     errors.setdefault(number, self._errors.report("fsync", path, e))
                     self._log.mark_broken(number)
                 elif kind == "ack":
@@ -324,9 +327,9 @@ class GroupCommit:
             for fd, tag in self._log.unsynced_files():
                 jobs.append((dup(fd), tag))
             if self._received is not None:
-                fd = self._received.dup_for_sync()  # last: it clears the window's dirty flag
-                if fd is not None:
-                    jobs.append((fd, ("received", None, None)))
+                received_fd = self._received.dup_for_sync()  # last: it clears the window's dirty flag
+                if received_fd is not None:
+                    jobs.append((received_fd, ("received", None, None)))
         except OSError:
             for fd, _ in jobs:
                 os.close(fd)
@@ -344,21 +347,24 @@ class GroupCommit:
         self._busy = False
         errors: dict[int, StoreWriteError] = {}
         with_received = any(kind == "received" for kind, _, _ in tags)
-        received = self._received
+        received = self._received  # a "received" job comes from it, so it is set when one is in tags
         if not isinstance(result, list):  # the runner itself failed: nothing was synced
             error = self._errors.report("fsync", "the fsync thread", result.value)
             for number in {number for _, _, number in waiters} | {n for _, n, _ in tags if n is not None}:
                 errors[number] = error
                 self._log.mark_broken(number)
             if with_received:
+                assert received is not None
                 received.sync_failed(result.value)
         else:
             received_ok = with_received
             for (kind, number, path), e in result:
                 if kind == "received":  # its failure is reported but fails no append
+                    assert received is not None
                     received_ok = False
                     received.sync_failed(e)
                 elif kind == "log":
+                    assert number is not None  # a segment file's job names its segment
                     errors.setdefault(number, self._errors.report("fsync", path, e))
                     self._log.mark_broken(number)
                 elif kind == "ack":
@@ -366,6 +372,7 @@ class GroupCommit:
                 else:
                     self._directory_failed(self._errors.report("directory fsync", path, e), new, errors)
             if received_ok:
+                assert received is not None
                 received.synced()
             self.fsyncs += len(tags) - len(result) - (1 if received_ok else 0)
         self._finish_group(waiters, errors)

@@ -27,7 +27,7 @@ class SysCalls:
     """
 
     open: Callable[..., int] = os.open
-    write: Callable[[int, bytes], int] = os.write
+    write: Callable[[int, bytes | memoryview], int] = os.write
     dup: Callable[[int], int] = os.dup
 
     def write_all(self, fd: int, data: bytes) -> None:

@@ -14,6 +14,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -55,7 +56,7 @@ class FileReceivedIds:
     """
 
     _directory: str = attrs.field(alias="directory")
-    _clock: object = attrs.field(alias="clock")
+    _clock: Any = attrs.field(alias="clock")
     _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall")
     window: int = DEFAULT_WINDOW
     _sync: str = attrs.field(default="group", alias="sync")
@@ -75,7 +76,7 @@ class FileReceivedIds:
     _during: list | None = attrs.field(init=False, default=None)  # frames written while a compaction runs
     _idle: list = attrs.field(init=False, factory=list)
     _closed: bool = attrs.field(init=False, default=False)
-    _sync_call: object = attrs.field(init=False, default=None)
+    _sync_call: Any = attrs.field(init=False, default=None)
     corrupt_records: int = attrs.field(init=False, default=0)
     fsyncs: int = attrs.field(init=False, default=0)
     compactions: int = attrs.field(init=False, default=0)

@@ -167,11 +167,14 @@ class Recovery:
                 self._remove(ack_name)
             return
         if scan.ack_error is not None:
+            assert ack_name is not None  # only an ack file that exists can be unreadable
             self._move_aside(ack_name, f"unreadable ({scan.ack_error})")
             ack_name = None
         seg = Segment(number, self._path(log_name), self._path(segment_name(number, "ack")),
                        size=scan.log_size, ack_size=scan.ack_size)
+        assert scan.buf is not None  # scanned with keep=True
         if ack_name is not None:
+            assert scan.ack_buf is not None  # read, since its name is still set
             self._copy_aside(ack_name, scan.ack_buf, [(a, b, "failed their checks") for a, b in scan.ack_bad]
                              + [(a, b, f"hold an ack that {what}") for a, b, what in scan.ack_stray])
         events = list(scan.pending())
@@ -198,10 +201,11 @@ class Recovery:
                 # The files stay as they were found (the ack file too, unless only the rename failed):
                 # the pending events are served from the damaged file, at their offsets.
                 self.report.append(f"{log_name}: could not be rewritten without its bad stretches "
-                                            f"({e}); left as it is")
+                                   f"({e}); left as it is")
             else:
                 events, seg.size, seg.ack_size = new_events, pos, 0
         elif scan.ack_bad or scan.ack_stray:
+            assert ack_name is not None  # bad or stray acks were read from an ack file
             good = bytearray()
             ids = {e[0]: e[3] for e in scan.events}
             for offset in sorted(scan.acked):
@@ -211,7 +215,7 @@ class Recovery:
                 seg.ack_size = len(good)
             except OSError as e:
                 self.report.append(f"{ack_name}: could not be rewritten without its bad records "
-                                            f"({e}); left as it is")
+                                   f"({e}); left as it is")
         del scan
         self._log.add_recovered(seg)
         for offset, size, t, event_id in events:

@@ -149,10 +149,12 @@ class SegmentLog:
         :raises OSError: if the write failed.  Nothing of the record stays behind: the file is cut
             back; if that fails too (or the disk itself is failing), the next append starts a new segment.
         """
+        fd = seg.fd
+        assert fd is not None  # the active segment's descriptor stays open
         try:
-            self._calls.write_all(seg.fd, frame)
+            self._calls.write_all(fd, frame)
         except OSError as e:
-            if not undo_partial_write(seg.fd, seg.size) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not undo_partial_write(fd, seg.size) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 self._active_broken = True
             raise
 
@@ -260,6 +262,7 @@ class SegmentLog:
         if the acks were written (a commit should sync them).
         """
         if event_id is not None:
+            assert offset is not None
             seg.unwritten.append(_format.encode_ack(self._wall(), event_id, offset, seg.number))
         data = b"".join(seg.unwritten)
         try:
@@ -303,6 +306,7 @@ class SegmentLog:
             if seg.dirty_ack and seg.ack_fd is not None:
                 jobs.append((seg.ack_fd, ("ack", seg.number, seg.ack_path)))
         if self._directory_dirty:
+            assert self._dir_fd is not None  # open from before recovery until after the last commit
             jobs.append((self._dir_fd, ("directory", None, self._directory)))
         return jobs
 

@@ -63,7 +63,8 @@ def _add_commands(sub) -> None:
             p.add_argument("--json", action="store_true", help="print the report as JSON")
         if name == "requeue":
             which = p.add_mutually_exclusive_group(required=True)
-            which.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID", help="a parked event id (repeatable)")
+            which.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID",
+                               help="a parked event id (repeatable)")
             which.add_argument("--all", action="store_true", help="every parked event")
         p.set_defaults(func=func)
 
@@ -114,12 +115,15 @@ def _pending(directory: str, progress: _Progress, problems: list[str]) -> Iterat
     seen: set[str] = set()
     for scan in _segments(directory, progress, problems, keep=True):
         buf = scan.buf
+        assert buf is not None  # scanned with keep=True
         view = memoryview(buf)
         for offset, _size, t, event_id in scan.pending():
             if event_id in seen:
                 continue
             seen.add(event_id)
-            yield event_id, t, _format.data_of(buf, _format.parse_at(buf, view, offset))
+            rec = _format.parse_at(buf, view, offset)
+            assert rec is not None  # the scan found a valid record there
+            yield event_id, t, _format.data_of(buf, rec)
 
 
 def _type_name(payload: bytes) -> str:

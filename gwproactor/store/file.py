@@ -40,6 +40,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
@@ -118,12 +119,12 @@ class FileEventStore:
     _full_policy: str = attrs.field(default="drop_oldest", alias="full_policy")
     _on_problem: ProblemCallback | None = attrs.field(default=None, alias="on_problem")
     _fsync: Callable[[int], None] = attrs.field(default=os.fsync, alias="fsync")
-    _fsync_runner: Callable[[Callable[[], list]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
+    _fsync_runner: Callable[[Callable[[], Any]], Deferred] | None = attrs.field(default=None, alias="fsync_runner")
     _calls: SysCalls = attrs.field(factory=SysCalls, alias="_calls")  # private seam: tests inject OS errors
     _fsync_thread: FsyncThread | None = attrs.field(init=False, default=None)
     received: FileReceivedIds | None = attrs.field(init=False, default=None)
     """The persisted received-id window of this directory (:class:`~gwproactor.interfaces.IReceivedIds`)."""
-    _parked: ParkedArea | None = attrs.field(init=False, default=None)
+    _parked: ParkedArea = attrs.field(init=False)
     _index: PackedIndex = attrs.field(init=False, factory=PackedIndex)  # id -> (segment, offset, size, time)
     _errors: WriteErrors = attrs.field(init=False)
     _bound: SizeBound = attrs.field(init=False)
@@ -151,13 +152,14 @@ class FileEventStore:
                                     errors=self._errors, on_problem=self._on_problem, on_failed=self._unpend,
                                     directory=self._directory)
         self._lock = DirectoryLock(self._directory)
+        self._parked = ParkedArea(os.path.join(self._directory, PARKED_DIR), fsync=self._fsync, wall=self._wall)
 
     @classmethod
     def open(cls, directory: str, *, clock=None, sync: str = "group", group_ms: float = DEFAULT_GROUP_MS,
              segment_bytes: int = DEFAULT_SEGMENT_BYTES, max_bytes: int | None = DEFAULT_MAX_BYTES,
              full_policy: str = "drop_oldest", on_problem: ProblemCallback | None = None,
              fsync: Callable[[int], None] = os.fsync, fsync_in_thread: bool = False,
-             fsync_runner: Callable[[Callable[[], list]], Deferred] | None = None,
+             fsync_runner: Callable[[Callable[[], Any]], Deferred] | None = None,
              received_window: int = DEFAULT_WINDOW, wall: Callable[[], float] = time.time,
              _calls: SysCalls | None = None) -> FileEventStore:
         """Open (creating if needed) and recover the store in ``directory``.
@@ -179,9 +181,9 @@ class FileEventStore:
         thread = None
         if fsync_in_thread and fsync_runner is None:
             fsync_runner = thread = FsyncThread(clock)
-        self = cls(directory=directory, clock=clock, wall=wall, sync=sync, group_ms=group_ms, segment_bytes=segment_bytes,
-                   max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem, fsync=fsync,
-                   fsync_runner=fsync_runner, _calls=_calls if _calls is not None else SysCalls())
+        self = cls(directory=directory, clock=clock, wall=wall, sync=sync, group_ms=group_ms,
+                   segment_bytes=segment_bytes, max_bytes=max_bytes, full_policy=full_policy, on_problem=on_problem,
+                   fsync=fsync, fsync_runner=fsync_runner, _calls=_calls if _calls is not None else SysCalls())
         self._fsync_thread = thread
         os.makedirs(directory, exist_ok=True)
         make_room_for(directory, LOCK_NAME, stat.S_ISREG)
@@ -191,7 +193,6 @@ class FileEventStore:
             make_room_for(directory, SET_ASIDE_DIR, stat.S_ISDIR)
             os.makedirs(os.path.join(directory, SET_ASIDE_DIR), exist_ok=True)
             make_room_for(directory, PARKED_DIR, stat.S_ISDIR)
-            self._parked = ParkedArea(os.path.join(directory, PARKED_DIR), fsync=fsync, wall=self._wall)
             self._parked.load()
             for line in self._parked.problems:
                 report_problem(on_problem, "event store: a parked event cannot be read", line)
@@ -415,7 +416,7 @@ class FileEventStore:
             "dropped": self._bound.dropped,
             "rejected": self._bound.rejected,
             "set_aside": self._set_aside,
-            "parked": len(self._parked) if self._parked is not None else 0,
+            "parked": len(self._parked),
             "corrupt_records": self._corrupt_records,
             "corrupt_files": self._corrupt_files,
             "write_errors": self._errors.count,
