@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gwproactor.store._common import ProblemCallback, StoreWriteError, SysCalls, WriteErrors, report_problem
 
@@ -343,19 +344,21 @@ class GroupCommit:
                            f"{self._directory}: duplicating a descriptor failed ({e}); fsyncing on the reactor "
                            "thread until descriptors are available again (appends still become durable)")
 
-    def _batch_done(self, result, tags: list, waiters: list, new: Set[int]) -> None:
+    def _batch_done(self, result: list | Failure, tags: list, waiters: list, new: Set[int]) -> None:
         self._busy = False
         errors: dict[int, StoreWriteError] = {}
         with_received = any(kind == "received" for kind, _, _ in tags)
         received = self._received  # a "received" job comes from it, so it is set when one is in tags
         if not isinstance(result, list):  # the runner itself failed: nothing was synced
-            error = self._errors.report("fsync", "the fsync thread", result.value)
+            failed = result.value
+            assert failed is not None  # a Failure always holds its exception
+            error = self._errors.report("fsync", "the fsync thread", failed)
             for number in {number for _, _, number in waiters} | {n for _, n, _ in tags if n is not None}:
                 errors[number] = error
                 self._log.mark_broken(number)
             if with_received:
                 assert received is not None
-                received.sync_failed(result.value)
+                received.sync_failed(failed)
         else:
             received_ok = with_received
             for (kind, number, path), e in result:

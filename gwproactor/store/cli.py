@@ -19,6 +19,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gwproactor.store import _format
 from gwproactor.store._scan import (
@@ -36,7 +37,7 @@ PROGRESS_EVERY = 10_000
 UNDECODABLE = "<undecodable>"
 
 
-def add_store_subcommands(subparsers) -> argparse.ArgumentParser:
+def add_store_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``store`` with its ``inspect`` / ``verify`` / ``export`` subcommands to an argparse ``subparsers``.
 
     Each leaf parser sets ``func``; run it as ``args.func(args)`` (returns the exit code).
@@ -47,7 +48,7 @@ def add_store_subcommands(subparsers) -> argparse.ArgumentParser:
     return store
 
 
-def _add_commands(sub) -> None:
+def _add_commands(sub: Any) -> None:
     for name, func, text in (
         ("inspect", cmd_inspect, "counts, bytes, oldest/newest pending event, pending events per TypeName"),
         ("verify", cmd_verify, "check every record; exit status 1 if anything is corrupt"),
@@ -317,7 +318,7 @@ class _WallClock:
 
         return time.time()
 
-    def callLater(self, delay: float, f: Callable, *args, **kwargs):  # pragma: no cover - not used with sync always
+    def callLater(self, delay: float, f: Callable, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - unused
         raise RuntimeError("no timers in the store CLI")
 
 

@@ -155,7 +155,7 @@ class FileEventStore:
         self._parked = ParkedArea(os.path.join(self._directory, PARKED_DIR), fsync=self._fsync, wall=self._wall)
 
     @classmethod
-    def open(cls, directory: str, *, clock=None, sync: str = "group", group_ms: float = DEFAULT_GROUP_MS,
+    def open(cls, directory: str, *, clock: Any = None, sync: str = "group", group_ms: float = DEFAULT_GROUP_MS,
              segment_bytes: int = DEFAULT_SEGMENT_BYTES, max_bytes: int | None = DEFAULT_MAX_BYTES,
              full_policy: str = "drop_oldest", on_problem: ProblemCallback | None = None,
              fsync: Callable[[int], None] = os.fsync, fsync_in_thread: bool = False,

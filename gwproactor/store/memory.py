@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -23,7 +24,7 @@ from gwproactor.store._common import (
 )
 
 
-def _default_clock():
+def _default_clock() -> Any:
     from twisted.internet import reactor
 
     return reactor
