@@ -9,7 +9,9 @@ segments created since the previous commit.  A failed append's event is not pend
 gets an ack), so the caller may append it again.  When descriptors cannot be duplicated (EMFILE)
 the commit runs on the reactor thread instead: the appends still fire.  See ``docs/store.rst``.
 
-:class:`CommitMixin` is part of :class:`~gwproactor.store.file.FileEventStore` and uses its state.
+A :class:`~gwproactor.store.file.FileEventStore` has one :class:`GroupCommit`; it learns what to sync
+from the store's :class:`~gwproactor.store._segments.SegmentLog` and received-id window through their
+public methods, and tells the store which appends failed through ``on_failed``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Set
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from gwproactor.store._common import StoreWriteError, report_problem
+from gwproactor.store._common import ProblemCallback, StoreWriteError, SysCalls, WriteErrors, report_problem
+
+if TYPE_CHECKING:
+    from gwproactor.store._received import FileReceivedIds
+    from gwproactor.store._segments import SegmentLog
 
 _log = Logger(namespace="gwproactor.store")
+
+__all__ = ["FsyncThread", "GroupCommit"]
 
 
 class FsyncThread:
@@ -80,31 +89,141 @@ class FsyncThread:
             thread.join()
 
 
-class CommitMixin:
-    """The commit steps of :class:`~gwproactor.store.file.FileEventStore`.
+class GroupCommit:
+    """The commits of one file store: when they run, what they fsync, which appends they fire or fail.
 
-    The host provides the sync settings and state (``_sync``, ``_fsync``, ``_fsync_runner``,
-    ``_calls``, ``_dirty``, ``_directory_dirty``, ``_new_segments``, ``_waiters`` of
-    ``(Deferred, event_id, segment number)`` ...), ``_io_error``, ``_unpend`` and ``_synced``.
+    :param log: the store's segment log (what is written but not synced yet).
+    :param clock: provides ``seconds`` and ``callLater`` (the group-commit timer).
+    :param sync: ``always`` | ``group`` | ``never``.
+    :param group_ms: longest wait for the group fsync under ``group``.
+    :param fsync: the fsync function.
+    :param runner: None to fsync on the calling (reactor) thread, else ``runner(f) -> Deferred`` that
+        runs a batch elsewhere (an :class:`FsyncThread`); at most one batch is outstanding.
+    :param calls: provides ``dup`` (descriptors handed to the runner).
+    :param errors: counts and reports failed OS calls.
+    :param on_problem: ``on_problem(summary, details)``, or None.
+    :param on_failed: ``on_failed(event_id, number)``: the append of ``event_id`` into segment
+        ``number`` failed; the store makes that event no longer pending (its record gets an ack).
+    :param directory: the store directory, named in log lines.
     """
 
-    __slots__ = ()
+    def __init__(self, log: SegmentLog, *, clock: Any, sync: str, group_ms: float, fsync: Callable[[int], None],
+                 runner: Callable[[Callable[[], Any]], Deferred] | None, calls: SysCalls, errors: WriteErrors,
+                 on_problem: ProblemCallback | None, on_failed: Callable[[str, int], None], directory: str) -> None:
+        self._log = log
+        self._clock = clock
+        self._sync = sync
+        self._group_ms = group_ms
+        self._fsync = fsync
+        self._runner = runner
+        self._dup = calls.dup
+        self._errors = errors
+        self._on_problem = on_problem
+        self._on_failed = on_failed
+        self._directory = directory
+        self._received: FileReceivedIds | None = None
+        self._waiters: list = []  # (Deferred, event_id, segment number) of the open group
+        self._group_ids: set = set()
+        self._group_call: Any = None
+        self._last_commit: float | None = None
+        self._busy = False
+        self._commit_wanted = False
+        self._idle_waiters: list = []
+        self._dup_failing = False
+        self._closed = False
+        self.fsyncs = 0
+        """Fsyncs run so far (files and the directory)."""
 
-    def _received_dirty(self, directory: bool = False) -> None:
+    def attach_received(self, received: FileReceivedIds) -> None:
+        """Sync ``received`` (the store's received-id window, opened with ``on_dirty=received_dirty``) too."""
+        self._received = received
+
+    # --- what the store calls ----------------------------------------------------
+
+    def durable(self, event_id: str, number: int) -> Deferred:
+        """A Deferred that fires with ``event_id`` once its record (just written into segment ``number``) is durable.
+
+        Errbacks with :class:`StoreWriteError` if the commit that covers it fails for that segment.
+        """
+        if self._sync == "never":
+            return succeed(event_id)
+        d: Deferred = Deferred()
+        if self._sync == "always" and self._runner is None:
+            self._finish_group([(d, event_id, number)], self._sync_dirty())
+            return d
+        self._waiters.append((d, event_id, number))
+        self._group_ids.add(event_id)
+        if self._sync == "always":
+            self.commit()
+        else:
+            self._schedule_commit()
+        return d
+
+    def in_group(self, event_id: str) -> bool:
+        """True if an append of ``event_id`` waits for the open group."""
+        return event_id in self._group_ids
+
+    def join_group(self, event_id: str, number: int) -> Deferred:
+        """Another append of ``event_id`` (:meth:`in_group`): it fires or fails with the first."""
+        d: Deferred = Deferred()
+        self._waiters.append((d, event_id, number))
+        return d
+
+    def received_dirty(self, directory: bool = False) -> None:
         """The received-id window wrote (or, with ``directory``, replaced) ``received.log``: sync it like an ack."""
         if directory:
-            self._directory_dirty = True
+            self._log.mark_directory_dirty()
         if not self._closed:
-            self._sync_soon()
+            self.sync_soon()
 
-    def _sync_soon(self) -> None:
+    def sync_soon(self) -> None:
         """Something nothing waits for (an ack, a received id) was written: sync it under the policy."""
+        if self._sync == "never":
+            return
         if self._sync == "group":
             self._schedule_commit()
-        elif self._fsync_runner is None:
+        elif self._runner is None:
             self._sync_dirty()
         else:
-            self._commit()
+            self.commit()
+
+    def fsync_file(self, fd: int) -> None:
+        """Fsync ``fd`` on this thread and count it (recovery's rewritten files).
+
+        :raises OSError: if the fsync fails.
+        """
+        self._fsync(fd)
+        self.fsyncs += 1
+
+    def fsync_directory(self) -> StoreWriteError | None:
+        """Fsync the store directory on this thread; return the (reported) error, if any."""
+        fd = self._log.directory_fd
+        assert fd is not None, "the directory is open from before recovery until after the last commit"
+        try:
+            self._fsync(fd)
+            self.fsyncs += 1
+        except OSError as e:
+            return self._errors.report("directory fsync", self._directory, e)
+        return None
+
+    def begin_close(self) -> Deferred | None:
+        """Stop the group timer and start no more batches; return a Deferred for a batch still running."""
+        if self._group_call is not None and self._group_call.active():
+            self._group_call.cancel()
+        self._group_call = None
+        self._closed = True
+        if not self._busy:
+            return None
+        idle: Deferred = Deferred()
+        self._idle_waiters.append(idle)
+        return idle
+
+    def final_commit(self) -> None:
+        """The last commit (at close, after :meth:`begin_close`'s batch is done): on this thread."""
+        self._runner = None
+        self.commit()
+
+    # --- the commit --------------------------------------------------------------
 
     def _schedule_commit(self) -> None:
         # "At most every group_ms": an append after a quiet spell is synced on the next
@@ -113,29 +232,15 @@ class CommitMixin:
             interval = self._group_ms / 1000.0
             now = self._clock.seconds()
             delay = 0.0 if self._last_commit is None else max(0.0, self._last_commit + interval - now)
-            self._group_call = self._clock.callLater(delay, self._commit)
+            self._group_call = self._clock.callLater(delay, self.commit)
 
-    def _fsync_directory(self) -> StoreWriteError | None:
-        """Fsync the store directory (its descriptor is held open: no descriptor is needed for this)."""
-        try:
-            self._fsync(self._dir_fd)
-            self._fsyncs += 1
-        except OSError as e:
-            return self._io_error("directory fsync", self._directory, e)
-        return None
-
-    def _directory_failed(self, error: StoreWriteError | None, new: set, errors: dict) -> None:
+    def _directory_failed(self, error: StoreWriteError | None, new: Set[int], errors: dict) -> None:
         """A failed directory fsync fails the appends of the segments created since the last one."""
         if error is None:
             return
         for number in new:
             errors.setdefault(number, error)
-            self._broken(number)
-
-    def _broken(self, number: int) -> None:
-        """Appends must not go on into segment ``number`` (its sync failed): the next one starts a segment."""
-        if self._active is not None and self._active.number == number:
-            self._active_broken = True
+            self._log.mark_broken(number)
 
     def _sync_dirty(self) -> dict[int, StoreWriteError]:
         """Fsync every dirty file on this thread; return the error of each segment whose appends fail.
@@ -144,48 +249,40 @@ class CommitMixin:
         is reported and fails no append (a lost ack costs one duplicate delivery).
         """
         errors: dict[int, StoreWriteError] = {}
-        if self.received is not None:
-            self.received.sync_now()
-        for seg in list(self._dirty):
-            if seg.dirty_log and seg.fd is not None:
-                try:
-                    self._fsync(seg.fd)
-                    self._fsyncs += 1
-                except OSError as e:
-                    errors.setdefault(seg.number, self._io_error("fsync", seg.log_path, e))
-                    self._broken(seg.number)
-            if seg.dirty_ack and seg.ack_fd is not None:
-                try:
-                    self._fsync(seg.ack_fd)
-                    self._fsyncs += 1
-                except OSError as e:
-                    self._io_error("ack fsync", seg.ack_path, e)
-            seg.dirty_log = seg.dirty_ack = False
-            self._synced(seg)
-        self._dirty.clear()
-        if self._directory_dirty:  # after the segments: their own errors are the more telling ones
-            self._directory_dirty = False
-            new, self._new_segments = self._new_segments, set()
-            self._directory_failed(self._fsync_directory(), new, errors)
+        if self._received is not None:
+            self._received.sync_now()
+        directory_error = None
+        for fd, (kind, number, path) in self._log.unsynced_files():
+            try:
+                self._fsync(fd)
+                self.fsyncs += 1
+            except OSError as e:
+                if kind == "log":
+                    assert number is not None  # a segment file's job names its segment
+                    errors.setdefault(number, self._errors.report("fsync", path, e))
+                    self._log.mark_broken(number)
+                elif kind == "ack":
+                    self._errors.report("ack fsync", path, e)
+                else:  # the directory, after the segments: their own errors are the more telling ones
+                    directory_error = self._errors.report("directory fsync", path, e)
+        self._directory_failed(directory_error, self._log.mark_synced(), errors)
         return errors
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         """End the current group: fsync, then fire (or fail) the Deferreds of its appends."""
         self._group_call = None
         self._last_commit = self._clock.seconds()
-        if self._fsync_busy:
+        if self._busy:
             self._commit_wanted = True
             return
         waiters, self._waiters = self._waiters, []
         self._group_ids = set()
-        received = self.received
-        if self._fsync_runner is None or not (self._dirty or self._directory_dirty
-                                              or (received is not None and received.dirty)):
+        received = self._received
+        if self._runner is None or not (self._log.has_unsynced() or (received is not None and received.dirty)):
             self._finish_group(waiters, self._sync_dirty())
             return
-        new = self._new_segments if self._directory_dirty else set()
         try:
-            jobs = self._take_jobs()
+            jobs, new = self._take_jobs()
         except OSError as e:
             # No descriptor for the thread (EMFILE): sync on this thread, which needs none.
             self._dup_failed(e)
@@ -194,9 +291,7 @@ class CommitMixin:
         if self._dup_failing:
             self._dup_failing = False
             _log.info("event store {directory}: fsyncs run in the fsync thread again", directory=self._directory)
-        if new:
-            self._new_segments = set()
-        self._fsync_busy = True
+        self._busy = True
         fsync = self._fsync
 
         def run_batch() -> list:
@@ -212,43 +307,35 @@ class CommitMixin:
             return errors
 
         try:
-            d = self._fsync_runner(run_batch)
+            d = self._runner(run_batch)
         except Exception as e:  # the runner could not even start (e.g. thread pool stopped)
             for fd, _ in jobs:
                 os.close(fd)
             d = fail(e)
         d.addBoth(self._batch_done, [tag for _, tag in jobs], waiters, new)
 
-    def _take_jobs(self) -> list:
+    def _take_jobs(self) -> tuple[list, Set[int]]:
         """Duplicate the descriptor of every dirty file for the fsync thread, which now owns that sync.
+
+        Returns the jobs and the segments whose appends a failed directory fsync fails.
 
         :raises OSError: if a descriptor cannot be duplicated; then nothing changed (the duplicates
             made so far are closed, every dirty flag is still set).
         """
-        dup = self._calls.dup
+        dup = self._dup
         jobs: list = []
         try:
-            for seg in self._dirty:
-                if seg.dirty_log and seg.fd is not None:
-                    jobs.append((dup(seg.fd), ("log", seg.number, seg.log_path)))
-                if seg.dirty_ack and seg.ack_fd is not None:
-                    jobs.append((dup(seg.ack_fd), ("ack", seg.number, seg.ack_path)))
-            if self._directory_dirty:
-                jobs.append((dup(self._dir_fd), ("directory", None, self._directory)))
-            if self.received is not None:
-                fd = self.received.dup_for_sync()  # last: it clears the window's dirty flag
-                if fd is not None:
-                    jobs.append((fd, ("received", None, None)))
+            for fd, tag in self._log.unsynced_files():
+                jobs.append((dup(fd), tag))
+            if self._received is not None:
+                received_fd = self._received.dup_for_sync()  # last: it clears the window's dirty flag
+                if received_fd is not None:
+                    jobs.append((received_fd, ("received", None, None)))
         except OSError:
             for fd, _ in jobs:
                 os.close(fd)
             raise
-        for seg in self._dirty:
-            seg.dirty_log = seg.dirty_ack = False
-            self._synced(seg)
-        self._dirty.clear()
-        self._directory_dirty = False
-        return jobs
+        return jobs, self._log.mark_synced()
 
     def _dup_failed(self, e: OSError) -> None:
         if not self._dup_failing:
@@ -257,38 +344,45 @@ class CommitMixin:
                            f"{self._directory}: duplicating a descriptor failed ({e}); fsyncing on the reactor "
                            "thread until descriptors are available again (appends still become durable)")
 
-    def _batch_done(self, result, tags: list, waiters: list, new: set) -> None:
-        self._fsync_busy = False
+    def _batch_done(self, result: list | Failure, tags: list, waiters: list, new: Set[int]) -> None:
+        self._busy = False
         errors: dict[int, StoreWriteError] = {}
         with_received = any(kind == "received" for kind, _, _ in tags)
+        received = self._received  # a "received" job comes from it, so it is set when one is in tags
         if not isinstance(result, list):  # the runner itself failed: nothing was synced
-            error = self._io_error("fsync", "the fsync thread", result.value)
+            failed = result.value
+            assert failed is not None  # a Failure always holds its exception
+            error = self._errors.report("fsync", "the fsync thread", failed)
             for number in {number for _, _, number in waiters} | {n for _, n, _ in tags if n is not None}:
                 errors[number] = error
-                self._broken(number)
+                self._log.mark_broken(number)
             if with_received:
-                self.received.sync_failed(result.value)
+                assert received is not None
+                received.sync_failed(failed)
         else:
             received_ok = with_received
             for (kind, number, path), e in result:
                 if kind == "received":  # its failure is reported but fails no append
+                    assert received is not None
                     received_ok = False
-                    self.received.sync_failed(e)
+                    received.sync_failed(e)
                 elif kind == "log":
-                    errors.setdefault(number, self._io_error("fsync", path, e))
-                    self._broken(number)
+                    assert number is not None  # a segment file's job names its segment
+                    errors.setdefault(number, self._errors.report("fsync", path, e))
+                    self._log.mark_broken(number)
                 elif kind == "ack":
-                    self._io_error("ack fsync", path, e)
+                    self._errors.report("ack fsync", path, e)
                 else:
-                    self._directory_failed(self._io_error("directory fsync", path, e), new, errors)
+                    self._directory_failed(self._errors.report("directory fsync", path, e), new, errors)
             if received_ok:
-                self.received.synced()
-            self._fsyncs += len(tags) - len(result) - (1 if received_ok else 0)
+                assert received is not None
+                received.synced()
+            self.fsyncs += len(tags) - len(result) - (1 if received_ok else 0)
         self._finish_group(waiters, errors)
         if not self._closed and (self._commit_wanted or (self._sync == "always" and self._waiters)):
             self._commit_wanted = False
-            self._commit()
-        if not self._fsync_busy:
+            self.commit()
+        if not self._busy:
             idle, self._idle_waiters = self._idle_waiters, []
             for d in idle:
                 d.callback(None)
@@ -298,7 +392,7 @@ class CommitMixin:
         if errors:
             for _, event_id, number in waiters:
                 if number in errors:
-                    self._unpend(event_id, number)
+                    self._on_failed(event_id, number)
         for d, event_id, number in waiters:
             error = errors.get(number)
             if error is None:

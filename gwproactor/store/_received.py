@@ -14,9 +14,11 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.interfaces import IReceivedIds
@@ -55,7 +57,7 @@ class FileReceivedIds:
     """
 
     _directory: str = attrs.field(alias="directory")
-    _clock: object = attrs.field(alias="clock")
+    _clock: Any = attrs.field(alias="clock")
     _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall")
     window: int = DEFAULT_WINDOW
     _sync: str = attrs.field(default="group", alias="sync")
@@ -75,13 +77,13 @@ class FileReceivedIds:
     _during: list | None = attrs.field(init=False, default=None)  # frames written while a compaction runs
     _idle: list = attrs.field(init=False, factory=list)
     _closed: bool = attrs.field(init=False, default=False)
-    _sync_call: object = attrs.field(init=False, default=None)
+    _sync_call: Any = attrs.field(init=False, default=None)
     corrupt_records: int = attrs.field(init=False, default=0)
     fsyncs: int = attrs.field(init=False, default=0)
     compactions: int = attrs.field(init=False, default=0)
 
     @classmethod
-    def open(cls, directory: str, *, clock=None, window: int = DEFAULT_WINDOW, sync: str = "group",
+    def open(cls, directory: str, *, clock: Any = None, window: int = DEFAULT_WINDOW, sync: str = "group",
              group_ms: float = 10.0, fsync: Callable[[int], None] = os.fsync,
              on_problem: ProblemCallback | None = None,
              on_dirty: Callable[..., None] | None = None, wall: Callable[[], float] = time.time,
@@ -192,7 +194,7 @@ class FileReceivedIds:
         """Count an fsync that a commit ran on a :meth:`dup_for_sync` descriptor."""
         self.fsyncs += 1
 
-    def sync_failed(self, error: OSError) -> None:
+    def sync_failed(self, error: BaseException) -> None:
         """Report a failed fsync of a :meth:`dup_for_sync` descriptor; the next write tries again."""
         self.dirty = True
         report_problem(self._on_problem, "received-id window fsync failed", f"{self._path}: {error}")
@@ -290,10 +292,12 @@ class FileReceivedIds:
         finally:
             self._fire_idle()  # whatever happened, close() must not wait for ever
 
-    def _compaction_error(self, failure) -> None:
+    def _compaction_error(self, failure: Failure) -> None:
         self._during = None
         try:
-            self._compaction_failed(failure.value)
+            error = failure.value
+            assert error is not None  # a Failure always holds its exception
+            self._compaction_failed(error)
         finally:
             self._fire_idle()
 

@@ -1,36 +1,38 @@
 """Recovery of an event store directory at open: keep every readable record, set aside the rest, report it.
 
-See "Recovery" in ``docs/store.rst`` for the rules; :class:`RecoveryMixin` is part of
-:class:`~gwproactor.store.file.FileEventStore` and uses its state.
+See "Recovery" in ``docs/store.rst`` for the rules.  :class:`Recovery` runs once, from
+:meth:`FileEventStore.open <gwproactor.store.file.FileEventStore.open>`: it fills the store's
+segment log and pending-id index, and counts and reports what it set aside.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-
-import attrs
+from collections.abc import Callable
 
 from gwproactor.store import _format
-from gwproactor.store._common import report_problem
+from gwproactor.store._commit import GroupCommit
+from gwproactor.store._common import ProblemCallback, SysCalls, report_problem
+from gwproactor.store._index import PackedIndex
 from gwproactor.store._scan import SET_ASIDE_DIR, list_directory, scan_segment, segment_name
+from gwproactor.store._segments import Segment, SegmentLog
+
+__all__ = ["Recovery", "release_freed_memory"]
 
 
-@attrs.define(eq=False)
-class Segment:
-    """One segment: its files, sizes, open descriptors and count of pending events."""
+def release_freed_memory() -> None:
+    """Give memory freed by recovery back to the OS (glibc keeps it otherwise; a no-op elsewhere).
 
-    number: int
-    log_path: str
-    ack_path: str
-    size: int = 0
-    ack_size: int = 0
-    live: int = 0
-    fd: int | None = None
-    ack_fd: int | None = None
-    dirty_log: bool = False
-    dirty_ack: bool = False
-    unwritten: list = attrs.Factory(list)  # ack frames whose write failed, written with the next ack
+    Recovery of a large store parses every record once; without this the process keeps
+    that transient peak (about 30 MB for 100,000 pending events) as resident memory.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _remove_quietly(path: str) -> None:
@@ -40,24 +42,48 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-class RecoveryMixin:
-    """The recovery steps of :class:`~gwproactor.store.file.FileEventStore` (run once, from ``open``)."""
+class Recovery:
+    """The recovery of one store directory (see the module docstring); :meth:`run` it once.
 
-    __slots__ = ()
+    :param directory: the store directory (locked by the caller).
+    :param log: the store's segment log, empty; recovery adds the segments it keeps.
+    :param index: the store's pending-id index, empty; recovery adds the pending events.
+    :param commit: the store's commits: recovery's own fsyncs, and the syncs of the acks it writes.
+    :param calls: the ``open`` / ``write`` calls of the write path.
+    :param wall: the wall clock of the ack records recovery rewrites.
+    :param on_problem: ``on_problem(summary, details)``, called once with the whole report.
+    """
 
+    def __init__(self, directory: str, *, log: SegmentLog, index: PackedIndex, commit: GroupCommit,
+                 calls: SysCalls, wall: Callable[[], float], on_problem: ProblemCallback | None) -> None:
+        self._directory = directory
+        self._log = log
+        self._index = index
+        self._commit = commit
+        self._calls = calls
+        self._wall = wall
+        self._on_problem = on_problem
+        self.pending_bytes = 0
+        """Framed bytes of the pending events found."""
+        self.corrupt_records = 0
+        """Bad stretches of segment and ack files copied into ``set-aside/``."""
+        self.corrupt_files = 0
+        """Directory entries moved into ``set-aside/``."""
+        self.report: list[str] = []
+        """One line per thing set aside or repaired."""
 
     def _path(self, *names: str) -> str:
         return os.path.join(self._directory, *names)
 
     def _move_aside(self, name: str, reason: str) -> None:
-        self._corrupt_files += 1
+        self.corrupt_files += 1
         target = self._unique_aside(name)
         try:
             os.rename(self._path(name), target)
             line = f"{name}: {reason}; moved to {os.path.relpath(target, self._directory)}"
         except OSError as e:
             line = f"{name}: {reason}; could not be moved aside ({e}), left in place and ignored"
-        self.recovery_report.append(line)
+        self.report.append(line)
 
     def _unique_aside(self, name: str) -> str:
         base = self._path(SET_ASIDE_DIR, name)
@@ -70,7 +96,7 @@ class RecoveryMixin:
     def _copy_aside(self, name: str, buf: bytes, stretches: list[tuple[int, int, str]]) -> None:
         """Copy each ``(start, end, what is wrong)`` stretch of ``buf`` to ``set-aside/<name>.at-<start>.bad``."""
         for start, end, what in stretches:
-            self._corrupt_records += 1
+            self.corrupt_records += 1
             target = self._unique_aside(f"{name}.at-{start}.bad")
             try:
                 with open(target, "wb") as f:
@@ -78,7 +104,7 @@ class RecoveryMixin:
                 saved = f"copied to {os.path.relpath(target, self._directory)}"
             except OSError as e:
                 saved = f"could not be copied aside ({e})"
-            self.recovery_report.append(f"{name}: bytes {start}..{end} ({end - start} bytes) {what}; {saved}")
+            self.report.append(f"{name}: bytes {start}..{end} ({end - start} bytes) {what}; {saved}")
 
     def _write_tmp(self, name: str, data: bytes) -> str:
         """Write ``data`` to ``name.tmp`` and fsync it; return its path (removed again if anything fails)."""
@@ -86,8 +112,7 @@ class RecoveryMixin:
         fd = self._calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             self._calls.write_all(fd, data)
-            self._fsync(fd)
-            self._fsyncs += 1
+            self._commit.fsync_file(fd)
         except BaseException:
             os.close(fd)
             _remove_quietly(tmp)
@@ -102,11 +127,12 @@ class RecoveryMixin:
         except FileNotFoundError:
             pass
         except OSError as e:
-            self.recovery_report.append(f"{name}: could not be deleted ({e}); ignored")
+            self.report.append(f"{name}: could not be deleted ({e}); ignored")
 
-    def _recover(self) -> None:
+    def run(self) -> None:
+        """Survey the directory, repair what needs it, fill the log and the index, report."""
         listing = list_directory(self._directory)
-        self._next_number = listing.highest_number + 1
+        self._log.start_after(listing.highest_number)
         for name, reason in listing.bad:
             self._move_aside(name, reason)
         for name in listing.temporary:
@@ -123,13 +149,13 @@ class RecoveryMixin:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        if self.recovery_report:
-            self._fsync_directory()  # a failure is reported; the repairs are redone at the next open
+        if self.report:
+            self._commit.fsync_directory()  # a failure is reported; the repairs are redone at the next open
             report_problem(
                 self._on_problem,
-                f"event store recovery set aside {self._corrupt_records} corrupt records and "
-                f"{self._corrupt_files} directory entries",
-                "\n".join(self.recovery_report),
+                f"event store recovery set aside {self.corrupt_records} corrupt records and "
+                f"{self.corrupt_files} directory entries",
+                "\n".join(self.report),
             )
 
     def _recover_segment(self, number: int, log_name: str, ack_name: str | None) -> None:
@@ -141,11 +167,14 @@ class RecoveryMixin:
                 self._remove(ack_name)
             return
         if scan.ack_error is not None:
+            assert ack_name is not None  # only an ack file that exists can be unreadable
             self._move_aside(ack_name, f"unreadable ({scan.ack_error})")
             ack_name = None
         seg = Segment(number, self._path(log_name), self._path(segment_name(number, "ack")),
                        size=scan.log_size, ack_size=scan.ack_size)
+        assert scan.buf is not None  # scanned with keep=True
         if ack_name is not None:
+            assert scan.ack_buf is not None  # read, since its name is still set
             self._copy_aside(ack_name, scan.ack_buf, [(a, b, "failed their checks") for a, b in scan.ack_bad]
                              + [(a, b, f"hold an ack that {what}") for a, b, what in scan.ack_stray])
         events = list(scan.pending())
@@ -171,11 +200,12 @@ class RecoveryMixin:
             except OSError as e:
                 # The files stay as they were found (the ack file too, unless only the rename failed):
                 # the pending events are served from the damaged file, at their offsets.
-                self.recovery_report.append(f"{log_name}: could not be rewritten without its bad stretches "
-                                            f"({e}); left as it is")
+                self.report.append(f"{log_name}: could not be rewritten without its bad stretches "
+                                   f"({e}); left as it is")
             else:
                 events, seg.size, seg.ack_size = new_events, pos, 0
         elif scan.ack_bad or scan.ack_stray:
+            assert ack_name is not None  # bad or stray acks were read from an ack file
             good = bytearray()
             ids = {e[0]: e[3] for e in scan.events}
             for offset in sorted(scan.acked):
@@ -184,17 +214,18 @@ class RecoveryMixin:
                 os.replace(self._write_tmp(ack_name, bytes(good)), self._path(ack_name))
                 seg.ack_size = len(good)
             except OSError as e:
-                self.recovery_report.append(f"{ack_name}: could not be rewritten without its bad records "
-                                            f"({e}); left as it is")
+                self.report.append(f"{ack_name}: could not be rewritten without its bad records "
+                                   f"({e}); left as it is")
         del scan
-        self._segments[number] = seg
-        self._disk_bytes += seg.size + seg.ack_size
+        self._log.add_recovered(seg)
         for offset, size, t, event_id in events:
             if event_id in self._index:
-                self._write_ack(seg, event_id, offset)  # an older copy is pending; this one is redundant
+                # An older copy is pending; this one is redundant.
+                if self._log.write_ack(seg, event_id, offset):
+                    self._commit.sync_soon()
                 continue
             self._index[event_id] = (number, offset, size, t)
             seg.live += 1
-            self._pending_bytes += size
+            self.pending_bytes += size
         if seg.live == 0:
-            self._delete_segment(seg)
+            self._log.delete_segment(seg)

@@ -19,6 +19,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gwproactor.store import _format
 from gwproactor.store._scan import (
@@ -36,7 +37,7 @@ PROGRESS_EVERY = 10_000
 UNDECODABLE = "<undecodable>"
 
 
-def add_store_subcommands(subparsers) -> argparse.ArgumentParser:
+def add_store_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``store`` with its ``inspect`` / ``verify`` / ``export`` subcommands to an argparse ``subparsers``.
 
     Each leaf parser sets ``func``; run it as ``args.func(args)`` (returns the exit code).
@@ -47,7 +48,7 @@ def add_store_subcommands(subparsers) -> argparse.ArgumentParser:
     return store
 
 
-def _add_commands(sub) -> None:
+def _add_commands(sub: Any) -> None:
     for name, func, text in (
         ("inspect", cmd_inspect, "counts, bytes, oldest/newest pending event, pending events per TypeName"),
         ("verify", cmd_verify, "check every record; exit status 1 if anything is corrupt"),
@@ -63,7 +64,8 @@ def _add_commands(sub) -> None:
             p.add_argument("--json", action="store_true", help="print the report as JSON")
         if name == "requeue":
             which = p.add_mutually_exclusive_group(required=True)
-            which.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID", help="a parked event id (repeatable)")
+            which.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID",
+                               help="a parked event id (repeatable)")
             which.add_argument("--all", action="store_true", help="every parked event")
         p.set_defaults(func=func)
 
@@ -114,12 +116,15 @@ def _pending(directory: str, progress: _Progress, problems: list[str]) -> Iterat
     seen: set[str] = set()
     for scan in _segments(directory, progress, problems, keep=True):
         buf = scan.buf
+        assert buf is not None  # scanned with keep=True
         view = memoryview(buf)
         for offset, _size, t, event_id in scan.pending():
             if event_id in seen:
                 continue
             seen.add(event_id)
-            yield event_id, t, _format.data_of(buf, _format.parse_at(buf, view, offset))
+            rec = _format.parse_at(buf, view, offset)
+            assert rec is not None  # the scan found a valid record there
+            yield event_id, t, _format.data_of(buf, rec)
 
 
 def _type_name(payload: bytes) -> str:
@@ -313,7 +318,7 @@ class _WallClock:
 
         return time.time()
 
-    def callLater(self, delay: float, f: Callable, *args, **kwargs):  # pragma: no cover - not used with sync always
+    def callLater(self, delay: float, f: Callable, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - unused
         raise RuntimeError("no timers in the store CLI")
 
 

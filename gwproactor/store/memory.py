@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -17,13 +18,13 @@ from gwproactor.store._common import (
     DEFAULT_MAX_BYTES,
     DEFAULT_WINDOW,
     FULL_POLICIES,
-    BoundedStore,
     ProblemCallback,
+    SizeBound,
     check_choice,
 )
 
 
-def _default_clock():
+def _default_clock() -> Any:
     from twisted.internet import reactor
 
     return reactor
@@ -31,7 +32,7 @@ def _default_clock():
 
 @implementer(IEventStore)
 @attrs.define(eq=False)
-class MemoryEventStore(BoundedStore):
+class MemoryEventStore:
     """:class:`~gwproactor.interfaces.IEventStore` in RAM; appends are "durable" at once.
 
     Sizes are counted exactly as the file store counts them (framed record size), so the size bound
@@ -57,12 +58,12 @@ class MemoryEventStore(BoundedStore):
     _pending_bytes: int = attrs.field(init=False, default=0)
     _appended: int = attrs.field(init=False, default=0)
     _acked: int = attrs.field(init=False, default=0)
-    _dropped: int = attrs.field(init=False, default=0)
-    _rejected: int = attrs.field(init=False, default=0)
+    _bound: SizeBound = attrs.field(init=False)
     _closed: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         check_choice("full_policy", self._full_policy, FULL_POLICIES)
+        self._bound = SizeBound(self._max_bytes, self._full_policy, self._on_problem)
 
     def append(self, event_id: str, payload: bytes) -> Deferred:
         """Store ``payload`` under ``event_id``; the Deferred fires at once (see :class:`IEventStore`)."""
@@ -74,7 +75,7 @@ class MemoryEventStore(BoundedStore):
             return fail(StoreError(f"event {event_id[:80]!r} cannot be stored: its id is longer than "
                                    f"{_format.MAX_ID_BYTES} UTF-8 bytes"))
         size = _format.record_size(event_id, payload)
-        if not self._make_room(event_id, size):
+        if not self._bound.make_room(event_id, size, self._pending_bytes, self._drop_oldest):
             return fail(StoreFull(f"event store full ({self._pending_bytes} of {self._max_bytes} bytes pending); "
                                   f"event {event_id} rejected"))
         self._events[event_id] = (bytes(payload), size, self._wall())
@@ -161,8 +162,8 @@ class MemoryEventStore(BoundedStore):
             "oldest_age_s": max(0.0, self._wall() - oldest[2]) if oldest else 0.0,
             "appended": self._appended,
             "acked": self._acked,
-            "dropped": self._dropped,
-            "rejected": self._rejected,
+            "dropped": self._bound.dropped,
+            "rejected": self._bound.rejected,
             "set_aside": len(self.set_aside_records),
             "parked": len(self._parked),
             "corrupt_records": 0,
