@@ -138,7 +138,7 @@ def _named(kind: str, args: list[str], kwargs: dict[str, str]) -> dict[str, str]
     if kind in ("tcp", "ssl") and len(args) == 1 and "host" in kwargs:
         named["port"] = args[0]  # tcp:host=h:1883
         return named
-    for key, value in zip(_PARAMETERS[kind][: _POSITIONAL[kind]], args):
+    for key, value in zip(_PARAMETERS[kind][: _POSITIONAL[kind]], args, strict=False):
         named.setdefault(key, value)
     return named
 
