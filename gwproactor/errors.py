@@ -38,6 +38,7 @@ against the classes)::
             NotConnectedError
             ConnectionRefusedByBroker
             PublishFailed
+            SessionUnavailable
         LinkError
             UnknownLinkError (also KeyError)
             AckTimeout
@@ -158,6 +159,15 @@ class ConnectionRefusedByBroker(MQTTError):
 
 class PublishFailed(MQTTError):
     """A publish was lost because the connection went away before it completed."""
+
+
+class SessionUnavailable(MQTTError):
+    """One MQTT session (one broker connection) cannot take a command: it is closed, or paho refused it.
+
+    Raised by the paho adapter and handled by the broker connection, which waits for its next connection
+    (a subscription is re-sent after the next CONNACK) or fails a publish with :class:`NotConnectedError`;
+    users of :class:`~gwproactor.mqtt.connection.BrokerConnection` do not see it.
+    """
 
 
 # --- links -----------------------------------------------------------------
