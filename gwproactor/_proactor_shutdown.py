@@ -55,7 +55,12 @@ class Shutdown:
             self._done = Deferred.fromCoroutine(self._graceful(reason))
             self._done.addBoth(self._finished)
         d: Deferred = Deferred()
-        self._done.addBoth(lambda r: (d.callback(self.exit_code), r)[1])
+
+        def tell(result: object) -> object:
+            d.callback(self.exit_code)
+            return result
+
+        self._done.addBoth(tell)
         return d
 
     def _finished(self, result: Any) -> None:
