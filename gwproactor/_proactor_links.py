@@ -125,7 +125,7 @@ class LinkListener:
 
 
 def build_links(
-    proactor: Any, brokers: dict[str, Any], listener: LinkListener, on_problem: Callable[[str, str, str], None]
+    proactor: Any, brokers: dict[str, Any], listener: LinkListener, on_problem: Callable[[str, str, str], Any]
 ) -> tuple[dict[str, Any], dict[str, Link], Link | None, Outbox | None]:
     """Build the broker connections and links of ``proactor.settings`` and add them to ``proactor`` as services.
 
