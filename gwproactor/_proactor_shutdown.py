@@ -89,7 +89,7 @@ class Shutdown:
                 d = p.generate_event(event)
                 d.addTimeout(max(p.settings.shutdown_grace_s, 1.0), p.reactor)
                 await d
-            except BaseException:
+            except Exception:
                 self._proactor.log.failure("could not record the shutdown event")
         Service.stopService(p)
         for service in reversed(list(p)):
@@ -115,7 +115,7 @@ class Shutdown:
                 service=service,
                 timeout_s=timeout_s,
             )
-        except BaseException:
+        except Exception:
             self._proactor.log.failure("stopping {what} failed", what=what, service=service)
 
     def _in_flight(self) -> int:
