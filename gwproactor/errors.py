@@ -8,7 +8,12 @@ The policy:
 
 * **Settings** that cannot be loaded or are invalid raise :class:`ConfigError` (the environment, a
   ``.env`` file, the settings classes' validation as the loader reports it).  A runner turns it into
-  one line per problem and a non-zero exit, before anything starts.
+  one line per problem and a non-zero exit, before anything starts.  The validators of the settings
+  classes in :mod:`gwproactor.config` raise ``ValueError`` (the attrs convention): the loader
+  (:func:`~gwproactor.config.load_settings`) catches each one and reports it, naming its variable, in
+  one :class:`InvalidSettings`, so settings from the environment or a ``.env`` file always fail with a
+  :class:`ConfigError`.  A settings object built in code with a bad value is a programming error and
+  raises the validator's ``ValueError`` itself.
 * **Runtime** errors (the wire, actors, MQTT, links, the event store, certificates, HTTP polling) derive
   from :class:`GwProactorError` through the base of their family: :class:`DecodeError`,
   :class:`MQTTError`, :class:`LinkError`, :class:`StoreError` ...  A Deferred that fails fails with one
