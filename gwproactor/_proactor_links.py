@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -24,7 +25,7 @@ from gwproactor.mqtt.settings import make_broker
 #: The listener methods that :class:`~gwproactor.proactor.Proactor` once had itself (deprecated aliases).
 LEGACY_LISTENER_METHODS = ("link_transition", "link_message", "link_acked", "link_problem")
 
-def call_hook(log: Any, hook: Callable[..., Any], *args: Any) -> None:
+def call_hook(log: Logger, hook: Callable[..., Any], *args: Any) -> None:
     """Call an application hook; an exception (or a failed Deferred) is logged, never raised.
 
     Only :class:`Exception`: a ``KeyboardInterrupt`` or ``SystemExit`` goes on up (or stays the Deferred's failure).
@@ -38,7 +39,7 @@ def call_hook(log: Any, hook: Callable[..., Any], *args: Any) -> None:
         result.addErrback(_hook_failed, log, hook.__name__)
 
 
-def _hook_failed(failure: Failure, log: Any, name: str) -> None:
+def _hook_failed(failure: Failure, log: Logger, name: str) -> None:
     failure.trap(Exception)
     log.failure("hook {hook} failed", failure, hook=name)
 
