@@ -357,7 +357,7 @@ class Children:
             "events_acked": self.events_acked,
             "events_unacked": len(self.pending_events),
             "unknown_or_repeated_acks": self.unknown_acks,
-            "children_acked_all": sum(1 for s, a in zip(self.sent_per_child, self.acks_per_child) if s == a),
+            "children_acked_all": sum(1 for s, a in zip(self.sent_per_child, self.acks_per_child, strict=True) if s == a),
             "achieved_events_per_s": round(self.events_sent / max(1e-9, t_run_end - t_run), 1),
             "ack_rtt_p50_ms": _round(_percentile(rtts, 0.50)),
             "ack_rtt_p99_ms": _round(_percentile(rtts, 0.99)),

@@ -88,7 +88,7 @@ def measure(port: int, gap_s: float, count: int) -> dict:
             try:
                 _recv_packet(a)
                 break
-            except socket.timeout:
+            except TimeoutError:
                 continue
         a.settimeout(None)
         samples = []

@@ -32,14 +32,14 @@ import sys
 import time
 import typing
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 ARGS: Any = None
 LINKS: Any = None  # the proactor's LinkManager, set in main()
 ACKED: dict[str, float] = {}
-WAITERS: dict[str, "asyncio.Future[float]"] = {}
+WAITERS: dict[str, asyncio.Future[float]] = {}
 COUNTS = {"ack_timeouts": 0, "acks": 0}
-DRAINED: list["asyncio.Future[float]"] = []
+DRAINED: list[asyncio.Future[float]] = []
 
 
 def _load_peer(path: str) -> Any:

@@ -77,7 +77,7 @@ def run(frames_path: Path, seconds: float) -> dict:
             for r in raw:
                 loads(r)
 
-        def encode(codec=codec) -> None:
+        def encode(codec=codec, messages=messages) -> None:
             for m in messages:
                 codec.encode(m)
 

@@ -104,7 +104,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         rss = [(r["k"], r["parent"].get("rss_mib_after_run")) for r in result["runs"]]
         result["rss_per_added_link_kib"] = [
             {"from_k": k0, "to_k": k1, "kib": round((m1 - m0) * 1024 / (k1 - k0), 1)}
-            for (k0, m0), (k1, m1) in zip(rss, rss[1:]) if m0 is not None and m1 is not None]
+            for (k0, m0), (k1, m1) in zip(rss, rss[1:], strict=False) if m0 is not None and m1 is not None]
         result["verdict"] = judge(result["runs"])
     finally:
         await broker.stop()

@@ -224,21 +224,21 @@ def ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         x = [p["gridworks_proactor_4x"] for p in pairs]
         if name == "live":
             out[name] = {"acked_events_per_s": med([_ratio(a["acked_events_per_s"], b["acked_events_per_s"])
-                                                    for a, b in zip(g, x)]),
+                                                    for a, b in zip(g, x, strict=True)]),
                          "child_cpu_per_event_4x_over_gwp": med([_ratio(b["child_cpu_ms_per_event"],
                                                                         a["child_cpu_ms_per_event"])
-                                                                 for a, b in zip(g, x)])}
+                                                                 for a, b in zip(g, x, strict=True)])}
         elif name == "backlog":
             out[name] = {"drain_events_per_s_after_active": med([
                 _ratio(a["drain_events_per_s_after_active"], b["drain_events_per_s_after_active"])
-                for a, b in zip(g, x)])}
+                for a, b in zip(g, x, strict=True)])}
         else:
-            out[name] = {"p50_4x_over_gwp": med([_ratio(b["p50_ms"], a["p50_ms"]) for a, b in zip(g, x)]),
-                         "p99_4x_over_gwp": med([_ratio(b["p99_ms"], a["p99_ms"]) for a, b in zip(g, x)]),
+            out[name] = {"p50_4x_over_gwp": med([_ratio(b["p50_ms"], a["p50_ms"]) for a, b in zip(g, x, strict=True)]),
+                         "p99_4x_over_gwp": med([_ratio(b["p99_ms"], a["p99_ms"]) for a, b in zip(g, x, strict=True)]),
                          "gwp_p50_over_floor": med([_ratio(a["p50_ms"], p["floor"]["p50_ms"])
-                                                    for a, p in zip(g, pairs)]),
+                                                    for a, p in zip(g, pairs, strict=True)]),
                          "gwp_p99_over_floor": med([_ratio(a["p99_ms"], p["floor"]["p99_ms"])
-                                                    for a, p in zip(g, pairs)])}
+                                                    for a, p in zip(g, pairs, strict=True)])}
     return out
 
 

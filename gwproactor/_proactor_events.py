@@ -109,7 +109,7 @@ class StoredEvents:
                 self._log.error("stored event {event_id} cannot be read: {error}", event_id=event_id, error=str(e))
                 continue
             d = maybeDeferred(self._handle_event, None, event)
-            d.addCallbacks(self._stored_handled, self._stored_refused, (event_id,), None, (event_id,))
+            d.addCallbacks(self._stored_handled, self._stored_refused, callbackArgs=(event_id,), errbackArgs=(event_id,))
 
     def _stored_handled(self, _: Any, event_id: str) -> None:
         self._store().ack(event_id)

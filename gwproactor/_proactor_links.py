@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gwproactor.errors import ConfigError
@@ -23,15 +25,23 @@ from gwproactor.mqtt.settings import make_broker
 #: The listener methods that :class:`~gwproactor.proactor.Proactor` once had itself (deprecated aliases).
 LEGACY_LISTENER_METHODS = ("link_transition", "link_message", "link_acked", "link_problem")
 
-def call_hook(log: Any, hook: Callable[..., Any], *args: Any) -> None:
-    """Call an application hook; an exception (or a failed Deferred) is logged, never raised."""
+def call_hook(log: Logger, hook: Callable[..., Any], *args: Any) -> None:
+    """Call an application hook; an exception (or a failed Deferred) is logged, never raised.
+
+    Only :class:`Exception`: a ``KeyboardInterrupt`` or ``SystemExit`` goes on up (or stays the Deferred's failure).
+    """
     try:
         result = hook(*args)
-    except BaseException:
+    except Exception:
         log.failure("hook {hook} failed", hook=hook.__name__)
         return
     if isinstance(result, Deferred):
-        result.addErrback(lambda f: log.failure("hook {hook} failed", f, hook=hook.__name__))
+        result.addErrback(_hook_failed, log, hook.__name__)
+
+
+def _hook_failed(failure: Failure, log: Logger, name: str) -> None:
+    failure.trap(Exception)
+    log.failure("hook {hook} failed", failure, hook=name)
 
 
 @implementer(ILinkListener)
@@ -125,7 +135,7 @@ class LinkListener:
 
 
 def build_links(
-    proactor: Any, brokers: dict[str, Any], listener: LinkListener, on_problem: Callable[[str, str, str], None]
+    proactor: Any, brokers: dict[str, Any], listener: LinkListener, on_problem: Callable[[str, str, str], Any]
 ) -> tuple[dict[str, Any], dict[str, Link], Link | None, Outbox | None]:
     """Build the broker connections and links of ``proactor.settings`` and add them to ``proactor`` as services.
 

@@ -55,7 +55,12 @@ class Shutdown:
             self._done = Deferred.fromCoroutine(self._graceful(reason))
             self._done.addBoth(self._finished)
         d: Deferred = Deferred()
-        self._done.addBoth(lambda r: (d.callback(self.exit_code), r)[1])
+
+        def tell(result: object) -> object:
+            d.callback(self.exit_code)
+            return result
+
+        self._done.addBoth(tell)
         return d
 
     def _finished(self, result: Any) -> None:
@@ -84,7 +89,7 @@ class Shutdown:
                 d = p.generate_event(event)
                 d.addTimeout(max(p.settings.shutdown_grace_s, 1.0), p.reactor)
                 await d
-            except BaseException:
+            except Exception:
                 self._proactor.log.failure("could not record the shutdown event")
         Service.stopService(p)
         for service in reversed(list(p)):
@@ -110,7 +115,7 @@ class Shutdown:
                 service=service,
                 timeout_s=timeout_s,
             )
-        except BaseException:
+        except Exception:
             self._proactor.log.failure("stopping {what} failed", what=what, service=service)
 
     def _in_flight(self) -> int:

@@ -123,7 +123,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _default(field: attrs.Attribute) -> Any:
-    default = field.default
+    default: Any = field.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
         return _OMIT if default.takes_self else default.factory()
     return default
@@ -210,9 +210,9 @@ class _Loader:
             why = f"{cls.__name__} is set through its fields, e.g. {example}"
             self.problems.append(f"{self.show(node.leaf, None)}: {why}")
             ok = False
-        for key, child in node.children.items():
+        for key, unknown in node.children.items():
             if key not in fields:
-                self.unknown(child, path + (key,), f"no such setting in {cls.__name__}", fields)
+                self.unknown(unknown, path + (key,), f"no such setting in {cls.__name__}", fields)
         values: dict[str, Any] = {}
         for alias, field in fields.items():
             child = node.children.get(alias)

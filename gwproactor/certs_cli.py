@@ -7,6 +7,7 @@ a matching Mosquitto TLS listener and the Twisted ``tls:`` endpoint string a cli
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,6 +43,10 @@ DEFAULT_CA_NAME = "gwproactor-ca"
 """Common name of a new certificate authority, unless told otherwise."""
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute()
+
+
 @attrs.frozen
 class CertLayout:
     """Where ``gwproactor certs`` puts each file under one directory.
@@ -56,7 +61,7 @@ class CertLayout:
     :ivar directory: the top directory (absolute).
     """
 
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    directory: Path = attrs.field(converter=_absolute)
 
     @property
     def ca_dir(self) -> Path:
@@ -266,7 +271,7 @@ def _port(text: str) -> int:
     return value
 
 
-def add_certs_subcommands(subparsers) -> argparse.ArgumentParser:
+def add_certs_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``certs`` with its ``ca`` / ``broker`` / ``client`` / ``all`` subcommands to an argparse ``subparsers``.
 
     Each leaf parser sets ``func``; run it as ``args.func(args)`` (returns the exit status).
@@ -287,7 +292,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace existing files instead of refusing")
 
 
-def _add_commands(sub) -> None:
+def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ca", help="create the certificate authority", description="Create DIR/ca/ca.crt and ca.key.")
     _common(p)
     p.add_argument("--name", default=DEFAULT_CA_NAME, help=f"CA common name (default {DEFAULT_CA_NAME})")

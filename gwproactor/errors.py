@@ -8,7 +8,12 @@ The policy:
 
 * **Settings** that cannot be loaded or are invalid raise :class:`ConfigError` (the environment, a
   ``.env`` file, the settings classes' validation as the loader reports it).  A runner turns it into
-  one line per problem and a non-zero exit, before anything starts.
+  one line per problem and a non-zero exit, before anything starts.  The validators of the settings
+  classes in :mod:`gwproactor.config` raise ``ValueError`` (the attrs convention): the loader
+  (:func:`~gwproactor.config.load_settings`) catches each one and reports it, naming its variable, in
+  one :class:`InvalidSettings`, so settings from the environment or a ``.env`` file always fail with a
+  :class:`ConfigError`.  A settings object built in code with a bad value is a programming error and
+  raises the validator's ``ValueError`` itself.
 * **Runtime** errors (the wire, actors, MQTT, links, the event store, certificates, HTTP polling) derive
   from :class:`GwProactorError` through the base of their family: :class:`DecodeError`,
   :class:`MQTTError`, :class:`LinkError`, :class:`StoreError` ...  A Deferred that fails fails with one
@@ -38,6 +43,7 @@ against the classes)::
             NotConnectedError
             ConnectionRefusedByBroker
             PublishFailed
+            SessionUnavailable
         LinkError
             UnknownLinkError (also KeyError)
             AckTimeout
@@ -158,6 +164,15 @@ class ConnectionRefusedByBroker(MQTTError):
 
 class PublishFailed(MQTTError):
     """A publish was lost because the connection went away before it completed."""
+
+
+class SessionUnavailable(MQTTError):
+    """One MQTT session (one broker connection) cannot take a command: it is closed, or paho refused it.
+
+    Raised by the paho adapter and handled by the broker connection, which waits for its next connection
+    (a subscription is re-sent after the next CONNACK) or fails a publish with :class:`NotConnectedError`;
+    users of :class:`~gwproactor.mqtt.connection.BrokerConnection` do not see it.
+    """
 
 
 # --- links -----------------------------------------------------------------

@@ -17,6 +17,11 @@ class IActor(IService):
     (``startService`` / ``stopService``); ``name`` is the routing name.
     """
 
+    proactor = Attribute(
+        "The hosting :class:`IProactor`: set by ``Proactor.add_actor``, ``None`` until then (and again if adding"
+        " it failed)."
+    )
+
     def receive(message):
         """Handle one :class:`~gwproactor.message.Message` routed to this actor.
 
@@ -269,15 +274,3 @@ class IReceivedIds(Interface):
     def remember(event_id):
         """Record ``event_id`` as accepted; the oldest ids leave the window when it is full."""
 
-
-class IClock(Interface):
-    """The part of IReactorTime the library uses (``twisted.internet.task.Clock`` provides it)."""
-
-    def seconds():
-        """Current time in seconds, for timers and intervals (monotonic on a running proactor's reactor).
-
-        Not a timestamp: timestamps are :func:`time.time`.
-        """
-
-    def callLater(delay, f, *args, **kw):
-        """Schedule ``f``; returns an IDelayedCall."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar, cast
 
 from twisted.application.service import MultiService
 from twisted.internet import threads
@@ -17,6 +17,7 @@ from zope.interface import implementer
 from gwproactor._proactor_actors import ActorFailures
 from gwproactor._proactor_events import EventStoreSlot, StoredEvents, type_name as _type_name
 from gwproactor._proactor_links import LEGACY_LISTENER_METHODS, LinkListener, build_links
+from gwproactor._proactor_surface import API, DEPRECATED
 from gwproactor._proactor_shutdown import Shutdown
 from gwproactor.actors.router import Router
 from gwproactor.config import ProactorSettings
@@ -33,33 +34,9 @@ from gwproactor.ops.problems import RateLimiter
 from gwproactor.ops.systemd import Watch
 
 T = TypeVar("T")
+_ProblemType = Literal["error", "warning"]
 
 __all__ = ["API", "DEPRECATED", "Proactor"]
-
-#: What a subclass or an embedding application calls (methods and read-only attributes); with the hooks of
-#: :class:`~gwproactor.interfaces.IProactorHooks` and what :class:`~twisted.application.service.MultiService`
-#: provides, this is the whole public surface of :class:`Proactor` (``tests/test_proactor_surface.py`` checks).
-API = frozenset({
-    # construction and wiring (before startService)
-    "settings", "name", "short_name", "reactor", "codec", "log", "open_store", "attach_web", "attach_systemd",
-    "use_log_levels", "apply_log_settings",
-    # actors and routing
-    "add_actor", "get_actor", "actor_names", "send", "send_threadsafe", "run_blocking", "actor_failed", "watch",
-    # links
-    "get_link", "link_states", "send_to_link", "links", "upstream", "brokers",
-    # events
-    "generate_event", "requeue_parked", "report_problem",
-    # lifecycle
-    "privilegedStartService", "startService", "stopService", "shutdown", "request_shutdown", "when_shut_down",
-    "shutting_down", "exit_code", "shutdown_reason",
-    # read-only views of the parts (for tests, tools and observability)
-    "store", "received_ids", "outbox", "inbox", "router", "counters", "event_counts", "log_levels",
-    "systemd", "web", "health", "stats",
-})
-
-#: Deprecated aliases of what the links report (now told to a private listener); a subclass that overrides
-#: one still gets the calls, with a DeprecationWarning when it is defined.  Use the hooks instead.
-DEPRECATED = frozenset(LEGACY_LISTENER_METHODS)
 
 
 def _default_reactor() -> Any:
@@ -133,6 +110,7 @@ class Proactor(MultiService):
     """
 
     log = Logger(namespace="gwproactor.proactor")
+    name: str  # settings.long_name (a Service's name may be None; a proactor's never is)
 
     #: The settings class the runner loads from the environment for this application (a hook: override it).
     settings_class: type[ProactorSettings] = ProactorSettings
@@ -292,7 +270,7 @@ class Proactor(MultiService):
         actor.proactor = self
         try:
             self.addService(actor)
-        except BaseException:
+        except BaseException:  # undo and re-raise whatever it is (KeyboardInterrupt included)
             self._router.remove(actor.name)
             actor.proactor = None
             raise
@@ -463,7 +441,8 @@ class Proactor(MultiService):
         suppressed = self._problem_limiter.take_suppressed(summary)
         if suppressed:
             details = f"{details}\n({suppressed} more like this were not reported)"
-        event = ProblemEvent(src=self.name, problem_type=problem_type, summary=summary[:500], details=details[:5000])
+        kind = cast(_ProblemType, problem_type)  # ProblemEvent's validator refuses anything else (ValueError)
+        event = ProblemEvent(src=self.name, problem_type=kind, summary=summary[:500], details=details[:5000])
         d = self.generate_event(event)
         d.addErrback(lambda f: self.log.failure("could not record a problem event", f))
         return d

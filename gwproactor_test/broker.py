@@ -18,6 +18,7 @@ import attrs
 from twisted.internet import defer, error, protocol, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 
 from gwproactor.errors import GwProactorError
@@ -123,6 +124,10 @@ class _MosquittoProcess(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute()
+
+
 @attrs.define(eq=False)
 class PrivateBroker:
     """A Mosquitto broker owned by one test (or one test session).
@@ -149,7 +154,7 @@ class PrivateBroker:
     :ivar tls_port: the TLS listener; it requires a client certificate signed by ``certs.ca``.
     """
 
-    directory: Path = attrs.field(converter=lambda p: Path(p).absolute())
+    directory: Path = attrs.field(converter=_absolute)
     certs: TestCerts | None = None
     reactor: Any = None
     acl: str | None = None
@@ -342,7 +347,12 @@ class PrivateBroker:
         if process.exited:
             return defer.succeed(None)
         d: Deferred[None] = Deferred()
-        process.ended.addBoth(lambda r: (d.callback(None), r)[1])
+
+        def tell(result: object) -> object:
+            d.callback(None)
+            return result
+
+        process.ended.addBoth(tell)
         return d
 
     def _signal(self, name: str) -> None:
@@ -414,7 +424,8 @@ class PrivateBroker:
             proto = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
         except Exception:
             return False
-        proto.transport.abortConnection()
+        assert isinstance(proto, protocol.Protocol)
+        ITCPTransport(proto.transport).abortConnection()
         return True
 
     async def _start(self, retry_until: float | None) -> None:

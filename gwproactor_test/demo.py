@@ -299,7 +299,12 @@ class DemoRun:
         if self._cleanup is None:
             self._cleanup = Deferred.fromCoroutine(self._do_cleanup())
         waiter: Deferred = Deferred()
-        self._cleanup.addBoth(lambda r: (waiter.callback(None), r)[1])
+
+        def tell(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        self._cleanup.addBoth(tell)
         return waiter
 
     async def _do_cleanup(self) -> None:

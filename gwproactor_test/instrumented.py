@@ -14,12 +14,13 @@ import zlib
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gwproactor.message import COMPRESSED_BATCH_TYPE, Event, EventBatch
 from gwproactor_test.faulty_mqtt import FaultyMQTTClient, link_faults
@@ -68,6 +69,7 @@ class InstrumentCounts:
         return {kind: {link: dict(c) for link, c in getattr(self, kind).items()} for kind in _KINDS}
 
 
+@implementer(ILogObserver)
 @attrs.define(eq=False)
 class LogCapture:
     """A :mod:`twisted.logger` observer keeping the lines logged by some objects (``log_source``) or namespaces.
@@ -127,7 +129,13 @@ class LogCapture:
         return "\n".join(self.lines)
 
 
-class InstrumentedMixin:
+if TYPE_CHECKING:
+    from gwproactor.proactor import Proactor as _Base
+else:
+    _Base = object
+
+
+class InstrumentedMixin(_Base):
     """Test instrumentation for a :class:`~gwproactor.proactor.Proactor` subclass (put it first in the bases).
 
     Fault switches delegate to the :class:`~gwproactor_test.faulty_mqtt.FaultyMQTTClient` around each link's
@@ -145,19 +153,19 @@ class InstrumentedMixin:
         self.counts = InstrumentCounts()
         self.handled_ids = []
         self._sent_types: dict[str, list[str]] = {}
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self.log_capture = LogCapture(self._log_sources, label=getattr(self, "short_name", ""))
         self.log_capture.start()
-        for link in self.links.values():  # type: ignore[attr-defined]
+        for link in self.links.values():
             self._wrap_link(link)
             link_faults(link)
 
     # --- wiring -------------------------------------------------------------------
 
     def _log_sources(self) -> list[Any]:
-        sources: list[Any] = [self, *self.links.values()]  # type: ignore[attr-defined]
+        sources: list[Any] = [self, *self.links.values()]
         if getattr(self, "outbox", None) is not None:
-            sources.append(self.outbox)  # type: ignore[attr-defined]
+            sources.append(self.outbox)
         return sources
 
     def _wrap_link(self, link: Any) -> None:
@@ -196,15 +204,15 @@ class InstrumentedMixin:
             events = [(payload.message_id, payload.type_name)]
         else:
             events = []
-        accepting = self.inbox.accepting  # type: ignore[attr-defined]
+        accepting = self.inbox.accepting
         fresh = []
         for event_id, type_name in events:
-            if self.received_ids.seen(event_id) or event_id in accepting:  # type: ignore[attr-defined]
+            if self.received_ids.seen(event_id) or event_id in accepting:
                 self.counts.deduplicated[name][type_name] += 1
             else:
                 fresh.append(type_name)
-        result = super().link_message(link, message)  # type: ignore[misc]
-        if fresh and self.upstream is not None and link is not self.upstream and isinstance(result, Deferred):  # type: ignore[attr-defined]
+        result = super().link_message(link, message)
+        if fresh and self.upstream is not None and link is not self.upstream and isinstance(result, Deferred):
             stored = self.counts.stored[name]
 
             def count_stored(r: Any) -> Any:
@@ -220,12 +228,12 @@ class InstrumentedMixin:
         """Count acks by the type of what they acknowledge (a batch's ack counts each of its events)."""
         for type_name in self._sent_types.pop(message_id, ["unknown"]):
             self.counts.acked[link.link_name][type_name] += 1
-        super().link_acked(link, message_id, rtt)  # type: ignore[misc]
+        super().link_acked(link, message_id, rtt)
 
     def generate_event(self, event: Any) -> Deferred:
         """Count events stored for upstream delivery once durable."""
-        d = super().generate_event(event)  # type: ignore[misc]
-        if self.upstream is not None:  # type: ignore[attr-defined]
+        d = super().generate_event(event)
+        if self.upstream is not None:
             stored = self.counts.stored[""]
             type_name = event.type_name
 
@@ -239,7 +247,7 @@ class InstrumentedMixin:
 
     def handle_event(self, link: Any, event: Any) -> Any:
         """Record the events the application accepted (after its own ``handle_event`` succeeded)."""
-        d = maybeDeferred(super().handle_event, link, event)  # type: ignore[misc]
+        d = maybeDeferred(super().handle_event, link, event)
         link_name = "" if link is None else link.link_name
 
         def accepted(r: Any) -> Any:
@@ -252,7 +260,7 @@ class InstrumentedMixin:
 
     def stopService(self) -> Deferred:
         """Stop as the proactor does, then stop capturing log lines."""
-        d = super().stopService()  # type: ignore[misc]
+        d = super().stopService()
 
         def done(r: Any) -> Any:
             self.log_capture.stop()
@@ -263,7 +271,7 @@ class InstrumentedMixin:
     # --- fault switches ----------------------------------------------------------------------
 
     def _link(self, link_name: str) -> Any:
-        return self.get_link(link_name)  # type: ignore[attr-defined]
+        return self.get_link(link_name)
 
     def faults(self, link_name: str) -> FaultyMQTTClient:
         """The :class:`~gwproactor_test.faulty_mqtt.FaultyMQTTClient` between ``link_name`` and its broker."""

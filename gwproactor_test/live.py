@@ -274,7 +274,7 @@ class LivePair(LiveNodes):
             parent_link,
         )
         self.__attrs_init__(broker, Path(directory), specs, child_link=child_link, parent_link=parent_link,
-                            **kwargs)  # type: ignore[attr-defined]
+                            **kwargs)
 
     @property
     def child(self) -> Any:
@@ -350,7 +350,7 @@ class LiveTree(LiveNodes):
             "scada2": NodeSpec("scada2", scada2_cls or dummies.DummyScada2,
                                scada2_settings or dummies.scada2_settings, ("scada1",)),
         }
-        self.__attrs_init__(broker, Path(directory), specs, **kwargs)  # type: ignore[attr-defined]
+        self.__attrs_init__(broker, Path(directory), specs, **kwargs)
 
     @property
     def atn(self) -> Any:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -241,7 +241,7 @@ if RUNNER == "pytest":
         Every suite test carries the ``live`` marker (``pytest -m live`` selects them, ``-m "not live"`` skips them).
         """
 
-        pytestmark = [pytest.mark.live]
+        pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.live]
 
         def __init_subclass__(cls, **kwargs: Any) -> None:
             super().__init_subclass__(**kwargs)

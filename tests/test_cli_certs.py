@@ -131,7 +131,7 @@ def test_all_refuses_to_overwrite(issued: tuple[CertLayout, str], capsys: pytest
     """Without --force, `certs all` over existing broker/client files fails with status 1 and changes nothing."""
     layout, _ = issued
     snapshot = {p: p.read_bytes() for p in layout.directory.rglob("*") if p.is_file()}
-    code, out, err = _run(capsys, "certs", "all", str(layout.directory), "--client", "dave")
+    code, _, err = _run(capsys, "certs", "all", str(layout.directory), "--client", "dave")
     assert code == 1
     assert "already exists" in err and "--force" in err
     assert {p: p.read_bytes() for p in layout.directory.rglob("*") if p.is_file()} == snapshot

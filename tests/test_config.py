@@ -513,7 +513,7 @@ def test_xdg_default_env_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_xdg_bad_app_name() -> None:
     """An app name that is not a plain directory name is a ConfigError."""
-    with pytest.raises(ConfigError, match="app name '../x'"):
+    with pytest.raises(ConfigError, match=r"app name '\.\./x'"):
         AppPaths.for_app("../x", env={"HOME": "/h"})
 
 

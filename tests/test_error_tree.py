@@ -116,3 +116,43 @@ def test_router_lets_process_exits_through(error: BaseException) -> None:
         clock.advance(0)
     assert failures == []
     assert router.stats.failures == 0
+
+
+# --- application hooks: an Exception is logged and the caller goes on; KeyboardInterrupt and SystemExit are not --
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.failures: list[Failure] = []
+
+    def failure(self, format: str, failure: Failure | None = None, **kwargs: Any) -> None:
+        self.failures.append(failure if failure is not None else Failure())
+
+
+def test_a_failing_hook_is_logged_not_raised() -> None:
+    """An Exception raised by a hook, or failing its Deferred, is logged; call_hook returns normally."""
+    from twisted.internet.defer import fail
+
+    from gwproactor._proactor_links import call_hook
+
+    def raises() -> None:
+        raise RuntimeError("boom")
+
+    log = _Log()
+    call_hook(log, raises)
+    call_hook(log, lambda: fail(ValueError("later")))
+    assert [f.type for f in log.failures] == [RuntimeError, ValueError]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(3)])
+def test_a_hook_lets_process_exits_through(error: BaseException) -> None:
+    """KeyboardInterrupt and SystemExit from a hook propagate, unlogged."""
+    from gwproactor._proactor_links import call_hook
+
+    def raises() -> None:
+        raise error
+
+    log = _Log()
+    with pytest.raises(type(error)):
+        call_hook(log, raises)
+    assert log.failures == []

@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import protocol, task
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectError
 
 from gwproactor_test.broker import PrivateBroker
 from gwproactor_test.certs import TestCerts
@@ -274,7 +275,7 @@ async def test_stop_closes_everything(echo_server: EchoServer) -> None:
     await until(lambda: client.received == b"hello", what="greeting")
     await proxy.stop()
     await until(lambda: client.lost, what="the connection to drop")
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectError):
         await connect(proxy.endpoint())
     await proxy.stop()
 

@@ -112,7 +112,7 @@ def test_late_ack_after_timeout_is_counted() -> None:
 
 def test_unknown_ack_is_counted() -> None:
     """An ack for an id never expected returns False and counts as unknown, as does a duplicate ack."""
-    clock, _, tracker = make()
+    _, _, tracker = make()
     assert tracker.acked("nobody-sent-this") is False
     d = tracker.expect("m1")
     assert tracker.acked("m1") is True
@@ -153,7 +153,7 @@ def test_fail_all_errbacks_every_waiter_and_cancels_timers() -> None:
 
 def test_fail_all_accepts_a_failure() -> None:
     """fail_all also takes a Failure as the reason."""
-    clock, _, tracker = make()
+    _, _, tracker = make()
     d = tracker.expect("m1")
     tracker.fail_all(Failure(LinkDown("stopped")))
     failureResultOf(d, LinkDown)
@@ -265,7 +265,7 @@ def test_cancelling_the_only_waiter_stops_tracking() -> None:
 
 def test_cancelling_one_of_two_waiters_keeps_the_other() -> None:
     """With two waiters for one id, cancelling one leaves the other waiting for the ack."""
-    clock, _, tracker = make()
+    _, _, tracker = make()
     first = tracker.expect("m1")
     second = tracker.expect("m1")
     first.cancel()
@@ -277,7 +277,7 @@ def test_cancelling_one_of_two_waiters_keeps_the_other() -> None:
 
 def test_expect_again_after_timeout_is_tracked_afresh() -> None:
     """An id re-sent after its timeout is tracked again from the new expect()."""
-    clock, timeouts, tracker = make(timeout=2.0)
+    clock, _, tracker = make(timeout=2.0)
     failureResultOf(_advance_after(tracker.expect("m1"), clock, 2.0), AckTimeout)
     d = tracker.expect("m1")
     clock.advance(1.0)
@@ -311,7 +311,7 @@ def test_on_timeout_exception_is_logged_and_waiter_still_fails(log_events: list[
 
 def test_waiter_callbacks_may_expect_new_ids_during_fail_all() -> None:
     """A caller that re-sends from its errback during fail_all gets a tracked new Deferred."""
-    clock, _, tracker = make()
+    _, _, tracker = make()
     resent: list[Deferred[float]] = []
     tracker.expect("m1").addErrback(lambda f: resent.append(tracker.expect("m2")))
     tracker.fail_all(LinkDown("down"))

@@ -36,7 +36,7 @@ def hostile_frames() -> list[tuple[str, bytes]]:
         '"TypeName":"gridworks.header","Version":"001"},"Payload":{"TypeName":"y"},"TypeName":"gw"}'
     ) % (CHILD, huge_type)
     frames = []
-    for n in range(16):
+    for _ in range(16):
         frames.append((topic_for(CHILD, "p", "gridworks.ping"), envelope.encode()))  # undecodable, huge values
         frames.append((topic_for(CHILD, "p", "gridworks.ping"), b"\x00" * FRAME))  # garbage
         frames.append((topic_for(CHILD, "p", "gridworks.ping"), b"{" + b" " * (FRAME * 2) + b"}"))  # over the limit

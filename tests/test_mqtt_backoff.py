@@ -289,7 +289,7 @@ def test_backoff_resets_after_connack() -> None:
     for attempt in range(4):
         _refuse_latest(reactor)
         assert _retries_after(reactor, policy.delay(attempt, expected_rng))
-    proto, transport = _accept_latest(reactor)
+    proto, _ = _accept_latest(reactor)
     proto.dataReceived(CONNACK_OK)
     assert conn.is_connected
     proto.connectionLost(Failure(ConnectionDone()))

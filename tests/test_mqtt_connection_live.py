@@ -303,7 +303,7 @@ async def test_no_fd_leak_across_reconnects(private_broker, request) -> None:
     before = len(os.listdir("/proc/self/fd"))
     for i in range(30):
         conn.drop_connection()
-        await until(lambda: conn.stats()["disconnects"] == i + 1, what="drop")
+        await until(lambda i=i: conn.stats()["disconnects"] == i + 1, what="drop")
         await within(conn.when_connected())
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before

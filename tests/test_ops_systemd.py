@@ -8,7 +8,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -295,7 +295,7 @@ def test_status_lines_on_change_and_periodically(listener: Listener) -> None:
     """STATUS= goes out when the text changes (within a second) and every status_interval_s otherwise."""
 
     class Proactor:
-        states = {"up": "awaiting_peer", "down": "active"}
+        states: ClassVar[dict[str, str]] = {"up": "awaiting_peer", "down": "active"}
 
         def link_states(self) -> dict[str, str]:
             return dict(self.states)

@@ -304,7 +304,7 @@ async def test_deny_subscribe_gives_suback_failure(tmp_path: Path, test_certs: T
             probe.received = b""
             probe.transport.write(mqtt_subscribe(1, "allowed/x"))
             probe.transport.write(mqtt_subscribe(2, "denied/x"))
-            await until(lambda: len(probe.received) >= 10, what="two SUBACKs")
+            await until(lambda probe=probe: len(probe.received) >= 10, what="two SUBACKs")
             assert probe.received == b"\x90\x03\x00\x01\x01" + b"\x90\x03\x00\x02\x80"
             probe.transport.loseConnection()
     finally:

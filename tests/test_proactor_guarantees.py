@@ -38,7 +38,7 @@ PROBLEM = ProblemEvent.TYPE_NAME
 
 def settle(clock: Clock, seconds: float = 0.2, step: float = 0.01) -> None:
     """Advance ``clock`` in small steps (group commits, routing, the fake broker's deliveries)."""
-    for _ in range(int(round(seconds / step))):
+    for _ in range(round(seconds / step)):
         clock.advance(step)
 
 

@@ -106,7 +106,7 @@ def make_recipe(draws, kind: str | None = None) -> Recipe:
     if kind is None:
         kind = KINDS[draws.integer(0, len(KINDS) - 1)]
     n = draws.integer(4, 24)
-    if draws.boolean() or kind == "flip_length" and draws.boolean():  # all records of one power-of-two size
+    if draws.boolean() or (kind == "flip_length" and draws.boolean()):  # all records of one power-of-two size
         sizes = (FRAMED_SIZES[draws.integer(0, 3)],) * n
     else:
         sizes = tuple(FRAMED_SIZES[draws.integer(0, 3)] if draws.boolean() else draws.integer(27, 400)

@@ -148,7 +148,7 @@ def test_failures_back_off_exponentially_and_success_resets() -> None:
             hit_times.append(round(clock.seconds(), 1))
         if len(hit_times) == 6:
             break
-    gaps = [round(b - a, 1) for a, b in zip(hit_times, hit_times[1:])]
+    gaps = [round(b - a, 1) for a, b in zip(hit_times, hit_times[1:], strict=False)]
     assert gaps == [1, 2, 4, 8, 8]
     stats = poller.stats()
     assert stats["failures"] == 6 and stats["consecutive_failures"] == 6 and stats["successes"] == 0

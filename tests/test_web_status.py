@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest_twisted
 import treq
@@ -15,7 +15,7 @@ from gwproactor.web.status import status_page
 
 class _Stub:
     name = "d1.page"
-    links: dict = {}
+    links: ClassVar[dict[str, Any]] = {}
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import pytest
 import pytest_twisted
@@ -154,7 +154,7 @@ class _Hostile:
     """A proactor whose name and link text carry markup, as text from peers could."""
 
     name = "<script>window.pwned = 'name'</script>d1.hostile"
-    links: dict = {}
+    links: ClassVar[dict[str, Any]] = {}
 
     def stats(self) -> dict[str, Any]:
         link = '<img src=x onerror="window.pwned = \'link\'">'

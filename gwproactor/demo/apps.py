@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import attrs
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from gwproactor.config import ProactorSettings
 from gwproactor.message import Event, default_registry
@@ -87,6 +88,7 @@ class _Recorder:
 class _StatusMixin:
     settings: Any
     reactor: Any
+    log: Logger
 
     def _start_status(self) -> None:
         self._status = _Recorder(self.settings.demo.status_file)

@@ -41,7 +41,7 @@ class Expiry:
     @classmethod
     def from_registry(cls, classes: Mapping[str, type], wall: Callable[[], float] = time.time) -> Expiry:
         """The TTLs the registered event classes declare (``TTL_S``)."""
-        ttls = {name: float(c.TTL_S) for name, c in classes.items() if getattr(c, "TTL_S", None) is not None}
+        ttls = {name: float(ttl) for name, c in classes.items() if (ttl := getattr(c, "TTL_S", None)) is not None}
         return cls(ttls=ttls, wall=wall)
 
     def __bool__(self) -> bool:

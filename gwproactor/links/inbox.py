@@ -132,7 +132,7 @@ class Inbox:
         """``handle_event`` failed for ``event``: park it locally so it can be acked (or re-raise)."""
         p = self.proactor
         event_id = event.message_id
-        why = f"handle_event failed: {failure.type.__name__}: {failure.getErrorMessage()}"[:1000]
+        why = f"handle_event failed: {type(failure.value).__name__}: {failure.getErrorMessage()}"[:1000]
         p.store.park(event_id, f"{why} (from link {link.link_name})", p.codec.encode_payload(event))
         p.counters["events_parked"] += 1
         self.log.failure(

@@ -263,7 +263,7 @@ class Link(Service):
                 )
             try:
                 self.listener.link_transition(self, transition)
-            except BaseException:
+            except Exception:
                 self.log.failure("link listener failed on a transition of {link_name}", link_name=self.link_name)
         return transition
 
@@ -350,7 +350,7 @@ class Link(Service):
             self.acks.acked(message_id)
             try:
                 self.listener.link_acked(self, message_id, self.acks.last_rtt if in_time else None)
-            except BaseException:
+            except Exception:
                 self.log.failure("link listener failed on an ack on {link_name}", link_name=self.link_name)
             self._feed(LinkInput.message_from_peer)
             return
@@ -396,7 +396,7 @@ class Link(Service):
         self.log.warn("{summary}: {details}", summary=summary, details=details, link_name=self.link_name)
         try:
             self.listener.link_problem(self, problem_type, summary, details)
-        except BaseException:
+        except Exception:
             self.log.failure("link listener failed on a problem of {link_name}", link_name=self.link_name)
 
     # --- sending ------------------------------------------------------------------

@@ -415,7 +415,7 @@ def transition_table_rst() -> str:
     header = ("State", "Input", "Next state", "Comm events")
 
     def line(cells: tuple[str, ...]) -> str:
-        return " ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return " ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     def lit(text: str) -> str:
         return f"``{text}``"

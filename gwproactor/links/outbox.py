@@ -56,7 +56,7 @@ class _ClassQueue:
     __slots__ = ("_queues",)
 
     def __init__(self) -> None:
-        self._queues = {name: deque() for name in PRIORITIES}
+        self._queues: dict[str, deque[str]] = {name: deque() for name in PRIORITIES}
 
     def append(self, event_id: str, priority: str = "normal") -> None:
         self._queues[priority].append(event_id)
@@ -309,7 +309,8 @@ class Outbox:
                 self._report_expired()
 
     def _next_ids(self, limit: int) -> list[str]:
-        queue, solo, ids = self._queue, self._solo, []
+        queue, solo = self._queue, self._solo
+        ids: list[str] = []
         while queue and len(ids) < limit and queue.peek() not in solo:
             ids.append(queue.popleft())
         return ids

@@ -20,10 +20,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _extra_field() -> Any:
-    return attrs.field(factory=dict, kw_only=True, repr=False, hash=False)
-
-
 @attrs.define(frozen=True)
 class Header:
     """The envelope header: who sends what to whom, and whether it must be acked."""
@@ -38,7 +34,9 @@ class Header:
     ack_required: bool = wire_field(default=False, required=True)
     version: str = "001"
     #: JSON fields this version does not know (kept for re-encoding).
-    extra: Mapping[str, Any] = _extra_field()
+    #: (``attrs.field`` is spelled out in each class, not wrapped in a helper, so that mypy's attrs
+    #: plugin sees ``extra`` as keyword-only and the subclasses' positional fields type-check.)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False, hash=False)
 
 
 @attrs.define(frozen=True)
@@ -55,7 +53,7 @@ class Payload:
     TYPE_NAME_AFTER: ClassVar[Optional[str]] = None
 
     #: JSON fields this class does not declare; re-encoded after the declared ones.
-    extra: Mapping[str, Any] = _extra_field()
+    extra: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False, hash=False)
 
     @property
     def type_name(self) -> str:
@@ -72,7 +70,7 @@ class Message:
     header: Header
     payload: Any
     #: Unknown envelope fields (kept for re-encoding).
-    extra: Mapping[str, Any] = _extra_field()
+    extra: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False, hash=False)
 
     @property
     def src(self) -> str:
@@ -145,7 +143,7 @@ class GenericEvent(Event):
 
     GENERIC_TYPE_NAME: ClassVar[bool] = True
 
-    type_name: str = attrs.field(kw_only=True)  # type: ignore[assignment]
+    type_name: str = attrs.field(kw_only=True)
 
 
 @attrs.define(frozen=True)

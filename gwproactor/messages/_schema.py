@@ -78,9 +78,9 @@ def _allowed(tp: Any) -> tuple[frozenset | None, frozenset | None, str]:
         return frozenset({tp}), None, _TYPE_LABELS[tp]
     origin = typing.get_origin(tp)
     if origin is Literal:
-        values = frozenset(typing.get_args(tp))
+        literals = frozenset(typing.get_args(tp))
         label = " | ".join(repr(v) for v in typing.get_args(tp))
-        return frozenset(type(v) for v in values), values, label
+        return frozenset(type(v) for v in literals), literals, label
     if origin is Union or origin is types.UnionType:
         kinds: set = set()
         values: set = set()

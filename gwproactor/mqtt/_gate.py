@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -31,7 +31,7 @@ class Reconnector(ClientService):
     """ClientService without its own "Scheduling retry" log lines (the broker connection logs each retry itself,
     naming the broker)."""
 
-    _log = Logger(observer=lambda event: None)
+    _log = Logger(observer=LogPublisher())  # a publisher without observers: the lines go nowhere
 
 
 class _QuietFactory(Factory):
@@ -149,8 +149,12 @@ class GatedEndpoint:
         def timed_out(result: Any, timeout: float) -> Failure:
             return Failure(AttemptFailed(f"TCP/TLS connect not done within connect_timeout={timeout} s"))
 
+        def proxy_of(gate: IProtocol) -> IProtocol:
+            assert isinstance(gate, Gate)  # what _GateFactory builds
+            return gate.proxy
+
         connecting.addTimeout(self._timeout, self._clock, onTimeoutCancel=timed_out)
-        return connecting.addCallback(lambda gate: gate.proxy)
+        return connecting.addCallback(proxy_of)
 
     def __repr__(self) -> str:
         return f"<GatedEndpoint {self._label}>"

@@ -43,11 +43,14 @@ from paho.mqtt import client as paho_client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from gwproactor.errors import SessionUnavailable
+from gwproactor.mqtt._topics import topic_filter_error, topic_name_error
 
 __all__ = [
     "PahoProtocol",
@@ -86,36 +89,6 @@ class SessionListener(TypingProtocol):
     def mqtt_message(self, session: PahoProtocol, topic: str, payload: bytes) -> None: ...
 
     def mqtt_lost(self, session: PahoProtocol, reason: str) -> None: ...
-
-
-def topic_filter_error(topic_filter: str) -> str | None:
-    """Return why ``topic_filter`` is not a valid MQTT subscription filter, or None if it is."""
-    if not isinstance(topic_filter, str) or not topic_filter:
-        return "a topic filter must be a non-empty str"
-    if "\x00" in topic_filter:
-        return "a topic filter must not contain NUL"
-    if len(topic_filter.encode("utf-8")) > 65535:
-        return "a topic filter must be at most 65535 bytes"
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return "'#' must be a whole level and the last one"
-        if "+" in level and level != "+":
-            return "'+' must be a whole level"
-    return None
-
-
-def topic_name_error(topic: str) -> str | None:
-    """Return why ``topic`` is not a valid topic to publish to, or None if it is."""
-    if not isinstance(topic, str) or not topic:
-        return "a topic must be a non-empty str"
-    if "+" in topic or "#" in topic:
-        return "a topic to publish to must not contain wildcards ('+', '#')"
-    if "\x00" in topic:
-        return "a topic must not contain NUL"
-    if len(topic.encode("utf-8")) > 65535:
-        return "a topic must be at most 65535 bytes"
-    return None
 
 
 class TopicFilters:
@@ -233,7 +206,7 @@ class _TwistedPahoClient(paho_client.Client):
 
     def _create_socket(self) -> Any:  # paho internal hook, see the module docstring
         if self._gwp_socket is None:
-            raise ConnectionError("no in-memory socket attached")
+            raise SessionUnavailable("no in-memory socket attached")
         return self._gwp_socket
 
 
@@ -256,6 +229,8 @@ class PahoProtocol(Protocol):
 
     :param stats: a dict whose ``bytes_in`` / ``bytes_out`` counters are updated.
     """
+
+    transport: ITCPTransport | None  # TCP, or TLS over TCP: abortConnection() is there
 
     def __init__(
         self,
@@ -396,7 +371,7 @@ class PahoProtocol(Protocol):
         client = self._require_client()
         info = self._call(client.publish, topic, payload, qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"paho refused the publish: {paho_client.error_string(info.rc)}")
+            raise SessionUnavailable(f"paho refused the publish: {paho_client.error_string(info.rc)}")
         written = info.is_published()
         if qos or not written:
             # Its completion comes through on_publish (a PUBACK arrives only in a later dataReceived).
@@ -422,7 +397,7 @@ class PahoProtocol(Protocol):
         client = self._require_client()
         rc, mid = self._call(client.subscribe, filters)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            raise ConnectionError(f"paho refused the subscribe: {paho_client.error_string(rc)}")
+            raise SessionUnavailable(f"paho refused the subscribe: {paho_client.error_string(rc)}")
         return mid
 
     def unsubscribe(self, filters: list[str]) -> None:
@@ -457,7 +432,7 @@ class PahoProtocol(Protocol):
     # -- internals -------------------------------------------------------------------
     def _require_client(self) -> _TwistedPahoClient:
         if self._client is None or self._lost or self._socket is None or self._socket.closed:
-            raise ConnectionError("the MQTT connection is closed")
+            raise SessionUnavailable("the MQTT connection is closed")
         return self._client
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -476,6 +451,7 @@ class PahoProtocol(Protocol):
 
     def _write(self, data: bytes) -> None:
         self._stats["bytes_out"] += len(data)
+        assert self.transport is not None  # paho writes only after connectionMade; Twisted keeps it set
         self.transport.write(data)
         self._unpushed = True
 

@@ -36,7 +36,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gwproactor.errors import ConfigError, ConnectionRefusedByBroker, InvalidTopic, NotConnectedError, PublishFailed
+from gwproactor.errors import (
+    ConfigError,
+    ConnectionRefusedByBroker,
+    InvalidTopic,
+    NotConnectedError,
+    PublishFailed,
+    SessionUnavailable,
+)
 from gwproactor.interfaces import IBrokerObserver, IMQTTClient, ISubscriptionObserver
 from gwproactor.mqtt._gate import AttemptFailed, Gate, GatedEndpoint, Reconnector, SessionFactory
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
@@ -296,7 +303,7 @@ class BrokerConnection(Service):
         if self._connected and self._session is not None:
             try:
                 self._session.unsubscribe([topic_filter])
-            except ConnectionError:
+            except SessionUnavailable:
                 pass
             self._check_fully_subscribed()
 
@@ -306,7 +313,7 @@ class BrokerConnection(Service):
         self._unacked.add(topic_filter)
         try:
             mid = self._session.subscribe([(topic_filter, sub.qos)])
-        except ConnectionError:
+        except SessionUnavailable:
             return  # the connection is going; the next CONNACK re-subscribes
         sub.pending_mid = mid
         self._sub_mids[mid] = topic_filter
@@ -344,7 +351,7 @@ class BrokerConnection(Service):
             return defer.fail(NotConnectedError(f"broker {self.name!r} is not connected; cannot publish to {topic!r}"))
         try:
             mid, written = session.publish(topic, payload, qos)
-        except ConnectionError as e:
+        except SessionUnavailable as e:
             return defer.fail(NotConnectedError(f"broker {self.name!r}: {e}"))
         self._counters["messages_out"] += 1
         if qos == 0 and written:
@@ -485,7 +492,7 @@ class BrokerConnection(Service):
             if failure.check(AttemptFailed):
                 reason = failure.getErrorMessage()
             else:
-                reason = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+                reason = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
             self._attempt_failed(reason)
         return failure
 
@@ -532,7 +539,9 @@ class BrokerConnection(Service):
         if session is not self._session:
             return
         topic_filter = self._sub_mids.pop(mid, None)
-        sub = self._subscriptions.get(topic_filter) if topic_filter is not None else None
+        if topic_filter is None:
+            return
+        sub = self._subscriptions.get(topic_filter)
         if sub is None or sub.pending_mid != mid:
             return
         sub.pending_mid = None

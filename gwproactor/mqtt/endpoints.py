@@ -138,7 +138,7 @@ def _named(kind: str, args: list[str], kwargs: dict[str, str]) -> dict[str, str]
     if kind in ("tcp", "ssl") and len(args) == 1 and "host" in kwargs:
         named["port"] = args[0]  # tcp:host=h:1883
         return named
-    for key, value in zip(_PARAMETERS[kind][: _POSITIONAL[kind]], args):
+    for key, value in zip(_PARAMETERS[kind][: _POSITIONAL[kind]], args, strict=False):
         named.setdefault(key, value)
     return named
 
@@ -150,11 +150,11 @@ def _files(kind: str, named: dict[str, str]) -> list[str]:
             problem = _file_problem(named[key], what)
             if problem:
                 problems.append(f"{key}={named[key]}: {problem}")
-    key = _DIRECTORIES.get(kind)
-    if key is not None and key in named:
-        problem = _trust_dir_problem(named[key])
+    dir_key = _DIRECTORIES.get(kind)
+    if dir_key is not None and dir_key in named:
+        problem = _trust_dir_problem(named[dir_key])
         if problem:
-            problems.append(f"{key}={named[key]}: {problem}")
+            problems.append(f"{dir_key}={named[dir_key]}: {problem}")
     if kind == "ssl" and "privateKey" in named and "certKey" not in named:
         problems.append("privateKey= needs certKey= (the client certificate it belongs to)")
     if kind == "tls" and "privateKey" in named and "certificate" not in named:

@@ -13,7 +13,8 @@ import json
 from collections import Counter
 from typing import Any, Callable
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -65,6 +66,7 @@ class JSONRequest(server.Request):
 
     body_too_large = False
     _body_seen = 0
+    channel: JSONChannel  # a JSONSite's requests come from its channels (Twisted sets None once finished)
 
     def _limit(self) -> int:
         return getattr(self.channel.site, "max_body_bytes", MAX_BODY_BYTES) if self.channel else MAX_BODY_BYTES
@@ -116,6 +118,8 @@ class JSONRequest(server.Request):
 class _Refused(Protocol):
     """A connection over the cap: closed as soon as it is made, without reading it."""
 
+    transport: ITCPTransport  # set by makeConnection before connectionMade
+
     def connectionMade(self) -> None:
         self.transport.abortConnection()
 
@@ -131,6 +135,10 @@ class JSONChannel(http.HTTPChannel):
 
     #: Set by :meth:`JSONSite.buildProtocol`; ``None`` means no deadline.
     request_deadline_s: float | None = None
+    #: Set by ``Site.buildProtocol``.
+    site: JSONSite
+    #: TCP (or TLS over TCP), set by makeConnection before connectionMade; the methods below run after it.
+    transport: ITCPTransport
     _deadline: Any = None
     _force_close: Any = None
     _request_started = False
@@ -158,7 +166,7 @@ class JSONChannel(http.HTTPChannel):
             self._start_deadline()
         super().requestDone(request)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_deadline()
         if self._force_close is not None:
             if self._force_close.active():
@@ -231,7 +239,8 @@ class JSONSite(server.Site):
     :param max_body_bytes: bound of the body a request keeps (see :class:`JSONRequest`).
     """
 
-    protocol = JSONChannel
+    # Twisted types this as its HTTP/1.1-or-2 wrapper factory; Site.buildProtocol takes any HTTPChannel class.
+    protocol = JSONChannel  # type: ignore[assignment]
     #: Set by :func:`~gwproactor.web.server.make_site`: the ``/events`` resource whose counters :meth:`stats` shows.
     events: Any = None
 
