@@ -274,7 +274,7 @@ class FileReceivedIds:
             self._calls.write_all(fd, b"".join(_format.encode(_format.KIND_RECEIVED, now, i) for i in ids))
             if self._sync != "never":
                 self._fsync(fd)
-        except BaseException:
+        except BaseException:  # close and remove the half-written file, then re-raise whatever it is
             os.close(fd)
             _unlink_quietly(tmp)
             raise

@@ -113,7 +113,7 @@ class Recovery:
         try:
             self._calls.write_all(fd, data)
             self._commit.fsync_file(fd)
-        except BaseException:
+        except BaseException:  # close and remove the half-written file, then re-raise whatever it is
             os.close(fd)
             _remove_quietly(tmp)
             raise

@@ -202,7 +202,7 @@ class FileEventStore:
                                                  on_dirty=self._commits.received_dirty, runner=fsync_runner,
                                                  _calls=self._calls)
             self._commits.attach_received(self.received)
-        except BaseException:
+        except BaseException:  # release the lock, files and thread, then re-raise whatever it is
             self._segments.close_files()
             self._segments.close_directory()
             self._lock.release()
