@@ -44,10 +44,11 @@ from gwproactor.errors import (
     PublishFailed,
     SessionUnavailable,
 )
-from gwproactor.interfaces import IBrokerObserver, IMQTTClient, ISubscriptionObserver
+from gwproactor.interfaces import IMQTTClient
+from gwproactor.mqtt._observers import Observers
 from gwproactor.mqtt._gate import AttemptFailed, Gate, GatedEndpoint, Reconnector, SessionFactory
 from gwproactor.mqtt._paho import PahoProtocol, TopicFilters, topic_filter_error, topic_name_error
-from gwproactor.mqtt.endpoints import make_client_endpoint
+from gwproactor.mqtt.endpoints import TLSOptions, make_client_endpoint
 from gwproactor.ops.backoff import Backoff
 
 __all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
@@ -55,31 +56,6 @@ __all__ = ["BrokerConnection", "InvalidTopic", "TLSOptions"]
 log = Logger()
 
 _STOP_GRACE_S = 5.0
-
-
-@attrs.define(frozen=True)
-class TLSOptions:
-    """TLS settings of a broker connection given by host and port.
-
-    :param ca_file: PEM file of the CA that signed the broker's certificate
-        (``None``: the platform's trust store).
-    :param cert_file: PEM client certificate (mutual TLS), with ``key_file``.
-    :param key_file: PEM private key of ``cert_file``.
-    :param check_hostname: verify that the broker's certificate names the host
-        (``hostname`` or the connection's ``host``).  Turning it off still
-        verifies the certificate chain.
-    :param hostname: the name to check instead of the connection's host.
-    """
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    check_hostname: bool = True
-    hostname: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ConfigError("TLSOptions: cert_file and key_file go together (give both or neither)")
 
 
 def _default_reactor() -> Any:
@@ -139,11 +115,7 @@ class BrokerConnection(Service):
     DISCONNECT; :meth:`stopService` publishes ``stop_announcement`` there itself before disconnecting."""
     stop_announcement: bytes | None = None
 
-    _observers: list[Any] = attrs.field(init=False, factory=list)
-    _observers_of: dict[str, list[Any]] = attrs.field(init=False, factory=dict)
-    """:class:`ISubscriptionObserver` observers by their filter: only they hear that filter's SUBACK."""
-    _plain_observers: list[Any] = attrs.field(init=False, factory=list)
-    """Observers that hear every SUBACK result (not :class:`ISubscriptionObserver`)."""
+    _observers: Observers = attrs.field(init=False, default=None)
     _unacked: set[str] = attrs.field(init=False, factory=set)
     """Registered filters without a successful SUBACK on the current connection (fully subscribed when empty)."""
     _subscriptions: dict[str, _Subscription] = attrs.field(init=False, factory=dict)
@@ -165,6 +137,7 @@ class BrokerConnection(Service):
     def __attrs_post_init__(self) -> None:
         if not self.name:
             raise ConfigError("BrokerConnection needs a name")
+        self._observers = Observers(self.name, self._observer_failed)
         if self.endpoint is None and self.host is None:
             raise ConfigError(f"broker {self.name!r}: give an endpoint string or a host")
         if self.endpoint is not None and (self.host is not None or self.tls is not None):
@@ -222,28 +195,15 @@ class BrokerConnection(Service):
 
     # -- IMQTTClient: observers and waiting ------------------------------------------
     def add_observer(self, observer: Any) -> None:
-        """Tell ``observer`` (an :class:`IBrokerObserver`) about state changes from now on."""
-        if not IBrokerObserver.providedBy(observer):
-            raise TypeError(f"{observer!r} does not provide IBrokerObserver")
-        if observer not in self._observers:
-            self._observers.append(observer)
-            if ISubscriptionObserver.providedBy(observer):
-                self._observers_of.setdefault(observer.subscription, []).append(observer)
-            else:
-                self._plain_observers.append(observer)
+        """Tell ``observer`` (an :class:`IBrokerObserver`) about state changes from now on.
+
+        An :class:`~gwproactor.interfaces.ISubscriptionObserver` hears only its own filter's SUBACK results.
+        """
+        self._observers.add(observer)
 
     def remove_observer(self, observer: Any) -> None:
         """Stop telling ``observer``; no error if it was not observing."""
-        if observer in self._observers:
-            self._observers.remove(observer)
-            if ISubscriptionObserver.providedBy(observer):
-                of = self._observers_of.get(observer.subscription, [])
-                if observer in of:
-                    of.remove(observer)
-                if not of:
-                    self._observers_of.pop(observer.subscription, None)
-            elif observer in self._plain_observers:
-                self._plain_observers.remove(observer)
+        self._observers.remove(observer)
 
     def when_connected(self) -> Deferred:
         """A Deferred that fires (with this connection) once connected; at once if connected now."""
@@ -523,7 +483,7 @@ class BrokerConnection(Service):
         self._fully_subscribed = False
         self._counters["connects"] += 1
         log.info("broker {broker}: connected (client id {client_id})", broker=self.name, client_id=self.client_id)
-        self._notify("broker_connected")
+        self._observers.tell(self, "broker_connected")
         self._fire(self._when_connected, self)
         if not self._connected:
             return
@@ -553,11 +513,11 @@ class BrokerConnection(Service):
             reason = f"SUBACK failure code 0x{code:02x} (the broker refused the subscription; check its ACL)"
             log.error("broker {broker}: subscription of {topic_filter} refused: {reason}", broker=self.name,
                       topic_filter=topic_filter, reason=reason)
-            self._notify_filter("broker_subscribe_failed", topic_filter, reason)
+            self._observers.tell_filter(self, "broker_subscribe_failed", topic_filter, reason)
             return
         sub.acked = True
         self._unacked.discard(topic_filter)
-        self._notify_filter("broker_subscribed", topic_filter, code)
+        self._observers.tell_filter(self, "broker_subscribed", topic_filter, code)
         self._check_fully_subscribed()
 
     def mqtt_published(self, session: PahoProtocol, mid: int) -> None:
@@ -607,7 +567,7 @@ class BrokerConnection(Service):
         for d in in_flight.values():
             d.errback(PublishFailed(f"broker {self.name!r}: connection lost before PUBACK ({reason})"))
         if was_connected:
-            self._notify("broker_disconnected", reason)  # then the gate tells ClientService, which retries
+            self._observers.tell(self, "broker_disconnected", reason)  # then the gate tells ClientService, which retries
             return
         if self.running:
             self._attempt_failed(reason)
@@ -615,24 +575,8 @@ class BrokerConnection(Service):
             gate.connack.errback(AttemptFailed(reason))  # ClientService: the attempt failed, retry
 
     # -- helpers -------------------------------------------------------------------------------
-    def _notify(self, method: str, *args: Any) -> None:
-        for observer in list(self._observers):
-            try:
-                getattr(observer, method)(self, *args)
-            except Exception:
-                self._counters["callback_errors"] += 1
-                log.failure("broker {broker}: observer {observer!r} failed in {method}", broker=self.name,
-                            observer=observer, method=method)
-
-    def _notify_filter(self, method: str, topic_filter: str, *args: Any) -> None:
-        """Tell the observers of ``topic_filter``'s SUBACK result: those of that filter, and plain observers."""
-        for observer in self._plain_observers + self._observers_of.get(topic_filter, []):
-            try:
-                getattr(observer, method)(self, topic_filter, *args)
-            except Exception:
-                self._counters["callback_errors"] += 1
-                log.failure("broker {broker}: observer {observer!r} failed in {method}", broker=self.name,
-                            observer=observer, method=method)
+    def _observer_failed(self) -> None:
+        self._counters["callback_errors"] += 1
 
     def _fire(self, waiters: list[Deferred], result: Any) -> None:
         pending = list(waiters)

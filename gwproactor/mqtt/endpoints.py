@@ -19,7 +19,11 @@ import difflib
 import os
 from typing import Any
 
-__all__ = ["endpoint_problems", "make_client_endpoint", "split_endpoint"]
+import attrs
+
+from gwproactor.errors import ConfigError
+
+__all__ = ["TLSOptions", "endpoint_problems", "make_client_endpoint", "split_endpoint"]
 
 #: Parameters of the client endpoint types gwproactor knows, in their positional order first.
 _PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -39,6 +43,32 @@ _FILES = {
 }
 _DIRECTORIES = {"tls": "trustRoots", "ssl": "caCertsDir"}
 _EXAMPLE = "'tls:host=mqtt.example.com:port=8883:trustRoots=/etc/scada/pki/trust' or 'tcp:host=127.0.0.1:port=1883'"
+
+
+
+@attrs.define(frozen=True)
+class TLSOptions:
+    """TLS settings of a broker connection given by host and port.
+
+    :param ca_file: PEM file of the CA that signed the broker's certificate
+        (``None``: the platform's trust store).
+    :param cert_file: PEM client certificate (mutual TLS), with ``key_file``.
+    :param key_file: PEM private key of ``cert_file``.
+    :param check_hostname: verify that the broker's certificate names the host
+        (``hostname`` or the connection's ``host``).  Turning it off still
+        verifies the certificate chain.
+    :param hostname: the name to check instead of the connection's host.
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    check_hostname: bool = True
+    hostname: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("TLSOptions: cert_file and key_file go together (give both or neither)")
 
 
 def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
