@@ -32,6 +32,10 @@ widening the pin):
 * ``reconnect_on_failure=False`` stops ``_handle_connack`` from calling
   ``reconnect()`` itself (3.1 downgrade / client-id retry on refused CONNACK).
 * :class:`paho.mqtt.matcher.MQTTMatcher` for topic-filter matching.
+* The fast path (:mod:`gwproactor.mqtt._frames`) writes QoS 0 PUBLISH and reads plain PUBLISH itself
+  only when paho is between packets (``_in_packet["command"] == 0``, ``_out_packet`` empty); it takes
+  its mid from ``_mid_generate()`` and keeps paho's keepalive times ``_last_msg_out`` /
+  ``_last_bytes_received`` (read with ``time_func``) as paho's own reads and writes would.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gwproactor.errors import SessionUnavailable
+from gwproactor.mqtt import _frames
 from gwproactor.mqtt._topics import topic_filter_error, topic_name_error
 
 __all__ = [
@@ -231,6 +236,8 @@ class PahoProtocol(Protocol):
     """
 
     transport: ITCPTransport | None  # TCP, or TLS over TCP: abortConnection() is there
+    fast_path = True
+    """Encode QoS 0 PUBLISH and decode plain PUBLISH here (:mod:`._frames`); False leaves every packet to paho."""
 
     def __init__(
         self,
@@ -331,6 +338,8 @@ class PahoProtocol(Protocol):
             try:
                 # loop_read reads a bounded number of packets per call: drain everything.
                 while sock.pending() and not sock.closed:
+                    if self._read_publishes(sock, client):
+                        break  # all read, or the rest of a PUBLISH is still to come
                     if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
                 sock.compact()
@@ -369,6 +378,13 @@ class PahoProtocol(Protocol):
         0 completes there); QoS 1 completes with ``mqtt_published(mid)``.
         """
         client = self._require_client()
+        if not qos and self.fast_path and self._connacked and not client._out_packet:
+            mid = client._mid_generate()
+            self._write(_frames.encode_publish(topic.encode("utf-8"), payload))
+            client._last_msg_out = paho_client.time_func()
+            if not self._in_data:
+                self._push()
+            return mid, True
         info = self._call(client.publish, topic, payload, qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SessionUnavailable(f"paho refused the publish: {paho_client.error_string(info.rc)}")
@@ -474,6 +490,23 @@ class PahoProtocol(Protocol):
         if descriptor is None or self._lost or not descriptor.connected or descriptor.disconnecting:
             return
         descriptor.doWrite()
+
+    def _read_publishes(self, sock: _MemorySocket, client: _TwistedPahoClient) -> bool:
+        """Decode the plain PUBLISH frames at the front of the buffer; False when paho must read the next frame."""
+        if not self.fast_path or not self._connacked or client._in_packet["command"] or client._out_packet:
+            return False
+        end, waiting, messages, acks, bad = _frames.scan_publishes(sock._buffer, sock._position)
+        if end != sock._position:
+            sock._position = end
+            client._last_bytes_received = now = paho_client.time_func()
+            self._events += messages
+            if acks:
+                self._write(acks)
+                client._last_msg_out = now
+            if bad:
+                log.warn("dropped {count} MQTT messages from {broker} whose topic is not UTF-8", count=bad,
+                         broker=self._broker_label)
+        return waiting or end >= len(sock._buffer)
 
     def _paho_closed_socket(self) -> None:
         # paho dropped the connection (keepalive, protocol error, refused CONNACK, DISCONNECT sent).
