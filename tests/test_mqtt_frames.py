@@ -325,3 +325,22 @@ def test_keepalive_pingreq_when_idle_and_drop_without_pingresp(monkeypatch) -> N
     assert h.transport.disconnecting
     h.lose()
     assert h.observer.calls[-1][0] == "disconnected"
+
+
+def test_topic_matches_remembered_until_filters_change() -> None:
+    """A remembered match follows every filter change, and the memory is bounded."""
+    from gwproactor.mqtt._paho import TopicFilters
+
+    filters = TopicFilters()
+    filters.set("a/#", 1)
+    assert filters.match("a/b") == (1,)
+    filters.set("a/+", 2)
+    assert sorted(filters.match("a/b")) == [1, 2]
+    filters.remove("a/#")
+    assert filters.match("a/b") == (2,)
+    filters.set("a/+", 3)
+    assert filters.match("a/b") == (3,) and filters.match("b") == ()
+    for i in range(TopicFilters._MATCHES_KEPT + 10):
+        filters.match(f"x/{i}")
+    assert len(filters._matches) <= TopicFilters._MATCHES_KEPT
+    assert filters.match("a/b") == (3,)

@@ -97,14 +97,22 @@ class SessionListener(TypingProtocol):
 
 
 class TopicFilters:
-    """Topic filters mapped to values, matched with paho's trie (a topic may match several filters)."""
+    """Topic filters mapped to values, matched with paho's trie (a topic may match several filters).
+
+    Answers are remembered per topic until the filters change (a link receives on a handful of
+    topics; walking the trie was a fifth of handling a message), at most ``_MATCHES_KEPT`` of them.
+    """
+
+    _MATCHES_KEPT = 4096
 
     def __init__(self) -> None:
         self._matcher = MQTTMatcher()
+        self._matches: dict[str, tuple[Any, ...]] = {}
 
     def set(self, topic_filter: str, value: Any) -> None:
         """Associate ``value`` with ``topic_filter`` (replacing any previous value)."""
         self._matcher[topic_filter] = value
+        self._matches.clear()
 
     def remove(self, topic_filter: str) -> None:
         """Forget ``topic_filter``; no error if it is unknown."""
@@ -112,10 +120,16 @@ class TopicFilters:
             del self._matcher[topic_filter]
         except KeyError:
             pass
+        self._matches.clear()
 
-    def match(self, topic: str) -> list[Any]:
+    def match(self, topic: str) -> tuple[Any, ...]:
         """Return the values of every filter that matches ``topic``."""
-        return list(self._matcher.iter_match(topic))
+        found = self._matches.get(topic)
+        if found is None:
+            if len(self._matches) >= self._MATCHES_KEPT:
+                self._matches.clear()
+            found = self._matches[topic] = tuple(self._matcher.iter_match(topic))
+        return found
 
 
 def _socket_descriptor(transport: Any) -> FileDescriptor | None:
