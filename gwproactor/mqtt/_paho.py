@@ -386,7 +386,9 @@ class PahoProtocol(Protocol):
 
     # -- commands from the owner -------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int) -> tuple[int, bool]:
-        """Hand a PUBLISH to paho; return ``(mid, written)``.
+        """Send a PUBLISH to ``topic`` (already checked); return ``(mid, written)``.
+
+        QoS 0 is encoded here (:mod:`._frames`) once the session is up, QoS 1 by paho, which tracks its PUBACK.
 
         ``written`` is True when the packet went to the transport already (QoS
         0 completes there); QoS 1 completes with ``mqtt_published(mid)``.
