@@ -32,6 +32,10 @@ widening the pin):
 * ``reconnect_on_failure=False`` stops ``_handle_connack`` from calling
   ``reconnect()`` itself (3.1 downgrade / client-id retry on refused CONNACK).
 * :class:`paho.mqtt.matcher.MQTTMatcher` for topic-filter matching.
+* The fast path (:mod:`gwproactor.mqtt._frames`) writes QoS 0 PUBLISH and reads plain PUBLISH itself
+  only when paho is between packets (``_in_packet["command"] == 0``, ``_out_packet`` empty); it takes
+  its mid from ``_mid_generate()`` and keeps paho's keepalive times ``_last_msg_out`` /
+  ``_last_bytes_received`` (read with ``time_func``) as paho's own reads and writes would.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gwproactor.errors import SessionUnavailable
+from gwproactor.mqtt import _frames
 from gwproactor.mqtt._topics import topic_filter_error, topic_name_error
 
 __all__ = [
@@ -92,14 +97,22 @@ class SessionListener(TypingProtocol):
 
 
 class TopicFilters:
-    """Topic filters mapped to values, matched with paho's trie (a topic may match several filters)."""
+    """Topic filters mapped to values, matched with paho's trie (a topic may match several filters).
+
+    Answers are remembered per topic until the filters change (a link receives on a handful of
+    topics; walking the trie was a fifth of handling a message), at most ``_MATCHES_KEPT`` of them.
+    """
+
+    _MATCHES_KEPT = 4096
 
     def __init__(self) -> None:
         self._matcher = MQTTMatcher()
+        self._matches: dict[str, tuple[Any, ...]] = {}
 
     def set(self, topic_filter: str, value: Any) -> None:
         """Associate ``value`` with ``topic_filter`` (replacing any previous value)."""
         self._matcher[topic_filter] = value
+        self._matches.clear()
 
     def remove(self, topic_filter: str) -> None:
         """Forget ``topic_filter``; no error if it is unknown."""
@@ -107,10 +120,16 @@ class TopicFilters:
             del self._matcher[topic_filter]
         except KeyError:
             pass
+        self._matches.clear()
 
-    def match(self, topic: str) -> list[Any]:
+    def match(self, topic: str) -> tuple[Any, ...]:
         """Return the values of every filter that matches ``topic``."""
-        return list(self._matcher.iter_match(topic))
+        found = self._matches.get(topic)
+        if found is None:
+            if len(self._matches) >= self._MATCHES_KEPT:
+                self._matches.clear()
+            found = self._matches[topic] = tuple(self._matcher.iter_match(topic))
+        return found
 
 
 def _socket_descriptor(transport: Any) -> FileDescriptor | None:
@@ -231,6 +250,8 @@ class PahoProtocol(Protocol):
     """
 
     transport: ITCPTransport | None  # TCP, or TLS over TCP: abortConnection() is there
+    fast_path = True
+    """Encode QoS 0 PUBLISH and decode plain PUBLISH here (:mod:`._frames`); False leaves every packet to paho."""
 
     def __init__(
         self,
@@ -331,6 +352,8 @@ class PahoProtocol(Protocol):
             try:
                 # loop_read reads a bounded number of packets per call: drain everything.
                 while sock.pending() and not sock.closed:
+                    if self._read_publishes(sock, client):
+                        break  # all read, or the rest of a PUBLISH is still to come
                     if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
                 sock.compact()
@@ -363,12 +386,21 @@ class PahoProtocol(Protocol):
 
     # -- commands from the owner -------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int) -> tuple[int, bool]:
-        """Hand a PUBLISH to paho; return ``(mid, written)``.
+        """Send a PUBLISH to ``topic`` (already checked); return ``(mid, written)``.
+
+        QoS 0 is encoded here (:mod:`._frames`) once the session is up, QoS 1 by paho, which tracks its PUBACK.
 
         ``written`` is True when the packet went to the transport already (QoS
         0 completes there); QoS 1 completes with ``mqtt_published(mid)``.
         """
         client = self._require_client()
+        if not qos and self.fast_path and self._connacked and not client._out_packet:
+            mid = client._mid_generate()
+            self._write(_frames.encode_publish(topic.encode("utf-8"), payload))
+            client._last_msg_out = paho_client.time_func()
+            if not self._in_data:
+                self._push()
+            return mid, True
         info = self._call(client.publish, topic, payload, qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SessionUnavailable(f"paho refused the publish: {paho_client.error_string(info.rc)}")
@@ -474,6 +506,23 @@ class PahoProtocol(Protocol):
         if descriptor is None or self._lost or not descriptor.connected or descriptor.disconnecting:
             return
         descriptor.doWrite()
+
+    def _read_publishes(self, sock: _MemorySocket, client: _TwistedPahoClient) -> bool:
+        """Decode the plain PUBLISH frames at the front of the buffer; False when paho must read the next frame."""
+        if not self.fast_path or not self._connacked or client._in_packet["command"] or client._out_packet:
+            return False
+        end, waiting, messages, acks, bad = _frames.scan_publishes(sock._buffer, sock._position)
+        if end != sock._position:
+            sock._position = end
+            client._last_bytes_received = now = paho_client.time_func()
+            self._events += messages
+            if acks:
+                self._write(acks)
+                client._last_msg_out = now
+            if bad:
+                log.warn("dropped {count} MQTT messages from {broker} whose topic is not UTF-8", count=bad,
+                         broker=self._broker_label)
+        return waiting or end >= len(sock._buffer)
 
     def _paho_closed_socket(self) -> None:
         # paho dropped the connection (keepalive, protocol error, refused CONNACK, DISCONNECT sent).
