@@ -34,24 +34,9 @@ import time
 import uuid
 from typing import Any
 
+from _floor import _packet, _str16  # the same raw MQTT 3.1.1 framing as the floor (no gwproactor import)
+
 READING = "gridworks.event.demo.reading"
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, byte = divmod(n, 128)
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str16(b: bytes) -> bytes:
-    return struct.pack(">H", len(b)) + b
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _remaining_length(len(body)) + body
 
 
 def publish_frame(topic: bytes, payload: bytes) -> bytes:
