@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -31,17 +29,6 @@ class Recorder:
     def __call__(self, message_id: str, tag: object) -> None:
         self.ids.append(message_id)
         self.tags.append(tag)
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict]]:
-    """Every event logged on the global log publisher during the test."""
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def unhandled(events: list[dict]) -> list[dict]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
 from gwproactor.errors import ConfigError
 from gwproactor.links.liveness import Liveness
@@ -41,17 +39,6 @@ def tick(clock: Clock, seconds: float, step: float, each=lambda: None) -> None:
     for _ in range(round(seconds / step)):
         clock.advance(step)
         each()
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict]]:
-    """Every event logged on the global log publisher during the test."""
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def test_heartbeat_fires_when_idle() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterator
 
 import automat
 import pytest
@@ -14,7 +13,6 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from gwproactor.mqtt import Backoff, BrokerConnection
@@ -22,17 +20,6 @@ from gwproactor.mqtt.backoff import Backoff as ShimBackoff
 from gwproactor.ops.backoff import Backoff as OpsBackoff
 
 CONNACK_OK = b"\x20\x02\x00\x00"
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict]]:
-    """Every event logged on the global log publisher during the test."""
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def test_ceiling_grows_then_caps() -> None:
