@@ -400,9 +400,17 @@ class LinkMachine:
         if not isinstance(link_input, LinkInput):
             raise TypeError(f"LinkMachine.handle() needs a LinkInput, got {link_input!r}")
         old = self._state
-        step = TRANSITIONS[(old, link_input)]
-        self._state = step.new
-        return Transition(old=old, new=step.new, input=link_input, comm_events=step.comm_events)
+        transition = _TRANSITION_OBJECTS[(old, link_input)]
+        if transition.new is not old:
+            self._state = transition.new
+        return transition
+
+
+_TRANSITION_OBJECTS: dict[tuple[LinkState, LinkInput], Transition] = {
+    key: Transition(old=key[0], new=step.new, input=key[1], comm_events=step.comm_events)
+    for key, step in TRANSITIONS.items()
+}
+"""One frozen :class:`Transition` per (state, input), built once: a frame from the peer costs no allocation."""
 
 
 def transition_table_rst() -> str:
