@@ -10,6 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import StringTransport
 
 from gwproactor.mqtt._paho import PahoProtocol, _socket_descriptor
+from gwproactor.mqtt._socket import _input_waiting
 from gwproactor_test.wait import await_for
 
 CONNACK_OK = b"\x20\x02\x00\x00"
@@ -75,6 +76,43 @@ async def test_writes_reach_the_socket_before_control_returns_to_the_reactor() -
         protocol.dataReceived(publish_frame("t/b", b"ping"))
         assert listener.messages == [("t/b", b"ping")]
         assert recv_now(conn) == publish_frame("reply/t/b", b"re:ping")
+    finally:
+        protocol.transport.abortConnection()
+        conn.close()
+        server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replies_wait_for_input_already_waiting_then_go_in_one_send() -> None:
+    """With more input in the kernel, the replies wait for the reactor to read it, then all go out together."""
+    from twisted.internet import reactor
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    listener = Listener()
+    protocol = PahoProtocol(listener=listener, clock=reactor, client_id="coalesce-test", keepalive=60)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
+    conn, _ = server.accept()
+    try:
+        recv_now(conn)  # CONNECT
+        conn.sendall(CONNACK_OK)
+        await await_for(lambda: protocol.connacked, 5)
+
+        # The next frame is already in the kernel when the first one is handled.
+        conn.sendall(publish_frame("t/c", b"two"))
+        await await_for(lambda: _input_waiting(protocol._descriptor), 5)
+        protocol.dataReceived(publish_frame("t/b", b"one"))
+        assert recv_now(conn) == b"", "the reply waits while more input is waiting"
+        assert protocol.pushes_left_to_reactor == 1
+        await await_for(lambda: len(listener.messages) == 2, 5)
+        expected = publish_frame("reply/t/b", b"re:one") + publish_frame("reply/t/c", b"re:two")
+        # Loopback: what was sent is in the peer's kernel buffer when send returns.
+        assert recv_now(conn) == expected, "both replies went out, in order, once the waiting input was read"
+
+        # Nothing waiting: the reply goes at once, as before.
+        protocol.dataReceived(publish_frame("t/d", b"three"))
+        assert recv_now(conn) == publish_frame("reply/t/d", b"re:three")
     finally:
         protocol.transport.abortConnection()
         conn.close()

@@ -6,11 +6,14 @@ paho hooks this socket serves.
 
 from __future__ import annotations
 
+import fcntl
+import sys
+import termios
 from typing import Any, Callable
 
 from twisted.internet.abstract import FileDescriptor
 
-__all__ = ["_MemorySocket", "_set_no_delay", "_socket_descriptor"]
+__all__ = ["_MemorySocket", "_input_waiting", "_set_no_delay", "_socket_descriptor"]
 
 
 def _socket_descriptor(transport: Any) -> FileDescriptor | None:
@@ -22,6 +25,19 @@ def _socket_descriptor(transport: Any) -> FileDescriptor | None:
             return transport
         transport = getattr(transport, "transport", None)
     return None
+
+
+def _input_waiting(descriptor: FileDescriptor | None) -> bool:
+    """True if the kernel already holds more bytes to read on ``descriptor``'s socket (``FIONREAD``)."""
+    if descriptor is None:
+        return False
+    try:
+        fd = descriptor.fileno()
+        if fd < 0:
+            return False
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder) > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _set_no_delay(transport: Any) -> None:
