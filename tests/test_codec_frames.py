@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwproactor.message import (
     COMM_EVENT_TYPES,
     Ack,
+    AckFrameEncoder,
     Codec,
     DBGEvent,
     Event,
     Ping,
     StartupEvent,
     dashed,
+    make_ack,
     parse_topic,
     subscription_filter,
     topic_for,
@@ -114,3 +120,51 @@ def test_backends_agree_on_frames() -> None:
         message = stdlib.decode(json.dumps(frame["payload"]))
         assert stdlib.encode(message) == fast.encode(message)
         assert fast.decode(fast.encode(message)) == message
+
+
+ACKED_IDS = [
+    "0f8c1f7e-1b1e-4c1e-9d7b-3a2c5d6e7f80",
+    "",
+    "a b",
+    'quote"inside',
+    "back\\slash",
+    "new\nline",
+    "tab\t",
+    "café",
+    "\u2603",
+    "gwproactor-ack-marker-7f3a",
+]
+
+
+@pytest.mark.parametrize("acked_id", ACKED_IDS)
+def test_ack_frame_encoder_writes_the_codecs_bytes(codec: Codec, acked_id: str) -> None:
+    """AckFrameEncoder's template gives exactly the codec's bytes for every id (escaped ones go through the codec)."""
+    encoder = AckFrameEncoder(codec, "d1.isone.ct.newhaven.orange1.scada", "a")
+    assert encoder.encode(acked_id) == codec.encode(make_ack("d1.isone.ct.newhaven.orange1.scada", "a", acked_id))
+    decoded = codec.decode(encoder.encode(acked_id))
+    assert decoded.payload == Ack(acked_id) and decoded.header == encoder.header
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_ack_frame_encoder_matches_the_codec_for_any_id(acked_id: str) -> None:
+    """Property: for any text id, the template and the codec agree byte for byte."""
+    codec = Codec()
+    encoder = AckFrameEncoder(codec, "d1.isone.ct.newhaven.orange1", "s")
+    assert encoder.encode(acked_id) == codec.encode(make_ack("d1.isone.ct.newhaven.orange1", "s", acked_id))
+
+
+def test_ack_frame_encoder_follows_a_codec_that_writes_acks_differently() -> None:
+    """The template is the codec's own encoding: a codec with an extra envelope field gets it in every ack."""
+
+    class Tagged(Codec):
+        def message_to_dict(self, message: Any) -> dict:
+            out = super().message_to_dict(message)
+            out["Site"] = "newhaven"
+            return out
+
+    codec = Tagged()
+    encoder = AckFrameEncoder(codec, "p", "s")
+    frame = encoder.encode("0f8c1f7e")
+    assert frame == codec.encode(make_ack("p", "s", "0f8c1f7e"))
+    assert json.loads(frame)["Site"] == "newhaven"

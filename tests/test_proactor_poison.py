@@ -166,6 +166,44 @@ def test_receiver_parks_an_event_its_application_refuses_and_acks_it() -> None:
     assert p.parent.store.parked() == [] and p.parent.store.pending_ids() == []
 
 
+@pytest.mark.parametrize("batch_max", [0, 100])
+def test_an_event_neither_handled_nor_parked_is_not_acked_and_comes_again(
+    batch_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """handle_event raises and parking fails too: no ack (alone or in a batch); the resend is accepted once."""
+    p = Pair(batch_max=batch_max, parent_batch_max=batch_max)
+    store_class = type(p.parent.store)
+    original_handle, original_park = p.parent.handle_event, store_class.park
+    broken = {"on": True}
+
+    def handle_event(link: Any, ev: Any) -> Any:
+        if broken["on"] and getattr(ev, "summary", "") == "event 1":
+            raise ValueError("no room for event 1")
+        return original_handle(link, ev)
+
+    def park(store: Any, *args: Any, **kwargs: Any) -> Any:
+        if broken["on"] and store is p.parent.store:
+            raise OSError(28, "No space left on device")
+        return original_park(store, *args, **kwargs)
+
+    p.parent.handle_event = handle_event  # type: ignore[method-assign]
+    monkeypatch.setattr(store_class, "park", park)
+    p.start()
+    for n in range(3):
+        p.child.generate_event(event(SCADA1, n))
+    p.turn(20)
+    pending = p.child.store.pending_ids()
+    # Alone: only event 1 stays; batched: event 0 went alone (nothing was in flight), 1 and 2 in one batch, refused whole.
+    assert len(pending) == (1 if batch_max == 0 else 2)
+    assert p.parent.counters["events_parked"] == 0
+    broken["on"] = False
+    for _ in range(3):
+        p.clock.advance(5)
+        p.turn(20)
+    assert p.child.store.pending_ids() == []
+    assert sorted(summaries(p.parent)) == ["event 0", "event 1", "event 2"]
+
+
 def test_response_timeout_goes_out_once_after_the_link_is_back() -> None:
     """The comm event of a flap is stored while the outbox is inactive, then sent once on reactivation."""
     p = Pair(batch_max=0, parent_batch_max=0)

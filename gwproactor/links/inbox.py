@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import KeysView
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -72,8 +72,18 @@ class Inbox:
         if p.upstream is not None and link is not p.upstream:
             accepted = p._store_event(event).addCallback(lambda _: self._handle_forwarded(link, event))
         else:
-            accepted = maybeDeferred(p.handle_event, link, event)
-            accepted.addErrback(self._refused, link, event)
+            try:
+                handled = p.handle_event(link, event)
+            except Exception:
+                # Parked and accepted (or, if even parking fails, raised: not acked).
+                self._refused(Failure(), link, event)
+                handled = None
+            if not isinstance(handled, Deferred):
+                # Accepted synchronously, the usual case: no Deferred at all.
+                p.received_ids.remember(event_id)
+                p.counters["events_received"] += 1
+                return None
+            accepted = handled.addErrback(self._refused, link, event)
         self._accepting[event_id] = accepted
 
         def done(result: Any) -> Any:
@@ -85,11 +95,11 @@ class Inbox:
 
         return accepted.addBoth(done)
 
-    def accept_batch(self, link: Any, batch: Any) -> Deferred:
-        """Accept every event of ``batch``; the Deferred fires once all are accepted."""
+    def accept_batch(self, link: Any, batch: Any) -> Deferred | None:
+        """Accept every event of ``batch``: None if all were accepted at once, else a Deferred that fires once all are."""
         p = self.proactor
         p.counters["batches_received"] += 1
-        accepted = []
+        accepted: list[Deferred] = []
         for n, obj in enumerate(batch.events):
             try:
                 event = p.codec.payload_from_dict(obj, path=f"Payload.Events[{n}]")
@@ -101,7 +111,14 @@ class Inbox:
                     "error", f"undecodable event in a batch from link {link.link_name}", f"{e}: {str(obj)[:1000]}"
                 )
                 continue
-            accepted.append(maybeDeferred(self.accept_event, link, event))
+            try:
+                result = self.accept_event(link, event)
+            except Exception:
+                result = fail()
+            if isinstance(result, Deferred):
+                accepted.append(result)
+        if not accepted:
+            return None  # every event accepted synchronously
         return gatherResults(accepted, consumeErrors=True)
 
     def handle_dbg(self, link: Any, message: Any) -> Deferred:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -36,13 +36,13 @@ from gwproactor.message import (
     COMPRESSED_BATCH_TYPE,
     ZLIB_CAPABILITY,
     Ack,
+    AckFrameEncoder,
     BatchFrameEncoder,
     EventBatch,
     Hello,
     Message,
     Ping,
     compress_batch_frame,
-    make_ack,
     make_message,
     subscription_filter,
     topic_for,
@@ -130,6 +130,8 @@ class Link(Service):
         self.peer_capabilities: frozenset[str] = frozenset()
 
         self._batch_frames = BatchFrameEncoder(own_long_name, peer_short_name)
+        self._ack_frames = AckFrameEncoder(codec, own_long_name, peer_short_name)
+        self._topics: dict[str, str] = {}
         self.machine = LinkMachine()
         self.evidence = AckEvidence()
         self._confirming: int | None = None  # the probe sent to confirm a suspicious ack timeout
@@ -176,6 +178,7 @@ class Link(Service):
     @codec.setter
     def codec(self, codec: Any) -> None:
         self._codec = self.intake.codec = codec
+        self._ack_frames = AckFrameEncoder(codec, self.own_long_name, self.peer_short_name)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -373,10 +376,19 @@ class Link(Service):
                 version=payload.version,
             )
             return
-        d = maybeDeferred(self.listener.link_message, self, message)
-        if header.ack_required:
-            d.addCallback(lambda _: self._send_ack(header.message_id))
-        d.addErrback(self._accept_failed, message)
+        # Accepted synchronously (the usual case: handle_event returned a plain value), the
+        # ack goes at once, without a Deferred; a Deferred result is acked when it fires.
+        try:
+            accepted = self.listener.link_message(self, message)
+        except Exception:
+            self._accept_failed(Failure(), message)
+            return
+        if isinstance(accepted, Deferred):
+            if header.ack_required:
+                accepted.addCallback(lambda _: self._send_ack(header.message_id))
+            accepted.addErrback(self._accept_failed, message)
+        elif header.ack_required:
+            self._send_ack(header.message_id)
 
     def _accept_failed(self, failure: Failure, message: Message) -> None:
         self.log.failure(
@@ -471,9 +483,10 @@ class Link(Service):
             return fail()
         ack = self.acks.expect(header.message_id, self.evidence.frame_sent()) if header.ack_required else None
         try:
-            published = self.broker.publish(
-                topic_for(self.own_long_name, self.peer_short_name, wire_type), data, self.qos
-            )
+            topic = self._topics.get(wire_type)
+            if topic is None:
+                topic = self._topics[wire_type] = topic_for(self.own_long_name, self.peer_short_name, wire_type)
+            published = self.broker.publish(topic, data, self.qos)
         except Exception:
             published = fail()
         self.liveness.sent()
@@ -497,7 +510,13 @@ class Link(Service):
 
     def _send_ack(self, message_id: str) -> None:
         self.stats.acks_sent += 1
-        d = self.send_message(make_ack(self.own_long_name, self.peer_short_name, message_id))
+        acks = self._ack_frames
+        try:
+            frame = RawFrame(acks.header, acks.encode(message_id))
+        except Exception:
+            d = fail()
+        else:
+            d = self.send_message(frame)  # type: ignore[arg-type]
         d.addErrback(lambda f: f.trap(NotConnectedError, PublishFailed))
 
     def _send_ping(self) -> None:

@@ -1,5 +1,6 @@
 """Messages, payloads, the JSON codec (batch frames included) and the topic scheme; :mod:`gwproactor.message` re-exports them."""
 
+from gwproactor.messages._ackframe import AckFrameEncoder
 from gwproactor.messages._batch import (
     BATCH_CAPABILITY,
     COMPRESSED_BATCH_TYPE,
@@ -54,6 +55,7 @@ __all__ = [
     "COMPRESSED_BATCH_TYPE",
     "EVENT_PREFIX",
     "Ack",
+    "AckFrameEncoder",
     "BatchFrameEncoder",
     "Codec",
     "CommEvent",
