@@ -168,8 +168,13 @@ class Children:
         self.sel.modify(self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbuf else 0))
 
     def pump(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for the socket, read and handle what came, write what is queued."""
+        """Write what is queued, wait up to ``timeout`` for the socket, read and handle what came, write again.
+
+        Queued frames go out before the wait: an event queued just before would otherwise sit in the buffer
+        for the whole wait, and its round trip (timed from the queueing) would count the harness's own delay.
+        """
         assert self.sock is not None
+        self.flush()
         for _key, mask in self.sel.select(max(0.0, timeout)):
             if mask & selectors.EVENT_READ:
                 while True:
