@@ -92,6 +92,8 @@ class Children:
         self.sent_per_child = [0] * self.k
         self.unknown_acks = 0
         self.rtts_ms: list[float] = []
+        self.run_start: float | None = None
+        self.rtt_worst_by_second: dict[int, float] = {}
         self.parent_messages: dict[str, int] = {}
         self.parent_ping_ids: set[str] = set()
         self.parent_repeats = 0
@@ -236,6 +238,9 @@ class Children:
         sent = self.pending_events.pop(message_id, None)
         if sent is not None:
             self.rtts_ms.append((now - sent[1]) * 1000)
+            second = int(sent[1] - self.run_start) if self.run_start is not None else -1
+            if 0 <= second:
+                self.rtt_worst_by_second[second] = max(self.rtt_worst_by_second.get(second, 0.0), (now - sent[1]) * 1000)
             self.events_acked += 1
             self.acks_per_child[child] += 1
             return
@@ -299,7 +304,7 @@ class Children:
         all_joined = self.joined == self.k
         # Run: event j at start + j / (K * rate), from child j % K.
         t_run = time.time()
-        run_start = time.perf_counter()
+        run_start = self.run_start = time.perf_counter()
         cpu_run0 = time.process_time()
         total_rate = self.k * args.rate
         if all_joined or args.run_anyway:
@@ -352,6 +357,8 @@ class Children:
             "ack_rtt_p50_ms": _round(_percentile(rtts, 0.50)),
             "ack_rtt_p99_ms": _round(_percentile(rtts, 0.99)),
             "ack_rtt_max_ms": _round(rtts[-1] if rtts else None),
+            "ack_rtt_worst_by_second_ms": [_round(self.rtt_worst_by_second.get(i, 0.0))
+                                           for i in range(int(self.args.seconds) + 1)],
             "parent_messages": self.parent_messages,
             "parent_pings_repeated": self.parent_repeats,
             "acks_sent_to_parent": self.acks_sent,
