@@ -301,13 +301,13 @@ def run(spec: AppSpec, *, reactor_name: str = "default", log_level: str | None =
     left_out = tls_stack == "auto" and reactor_name == "default" and _leave_out_tls_unless_used(spec)
     reactor = install_reactor(reactor_name)
     levels = start_logging(log_format=log_format)
-    if left_out:
-        log.info("TLS stack left out of this process: no broker uses TLS (--tls-stack always keeps it)")
     resolve_ip_literals_inline(reactor)
     try:
         proactor = make_service(spec, reactor)
     except ConfigError as e:
         return report_config_error(e)
+    if left_out:  # after the settings are known good: a configuration error stays one line on stderr
+        log.info("TLS stack left out of this process: no broker uses TLS (--tls-stack always keeps it)")
     if proactor.settings.monotonic_time:
         use_monotonic_time(reactor)  # before anything is scheduled on the wall clock (startService does it too)
     proactor.use_log_levels(levels)
