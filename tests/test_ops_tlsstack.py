@@ -19,6 +19,8 @@ from gwproactor.config import BrokerSettings, ProactorSettings, TLSSettings
 from gwproactor.ops.tlsstack import settings_use_tls
 
 TLS_MODULES = ("OpenSSL", "cryptography", "service_identity", "twisted.internet.ssl", "twisted.protocols.tls")
+#: Modules a started proactor without HTTP and without certificates never needs.
+UNUSED_MODULES = ("twisted.web", "gwproactor.web", "gwproactor.certs", "gwproactor.demo")
 
 
 def _python(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -97,6 +99,7 @@ RUN_AND_REPORT = """
 
     def ready(proactor):
         print("tls modules:", sorted(m for m in sys.modules if m.startswith({modules!r})), flush=True)
+        print("unused modules:", sorted(m for m in sys.modules if m.startswith({unused!r})), flush=True)
         proactor.request_shutdown("test done")
 
     sys.exit(run(AppSpec("gwproactor.proactor:Proactor"), on_ready=ready, tls_stack={tls_stack!r}))
@@ -109,10 +112,12 @@ def _run_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_runner_leaves_out_tls_for_plain_brokers(tmp_path: Path) -> None:
-    """``run`` with plain-TCP brokers starts the proactor without importing any TLS module."""
-    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, tls_stack="auto"), _run_env(tmp_path))
+    """``run`` with plain-TCP brokers starts the proactor without any TLS module, nor the HTTP server or the
+    certificate code (HTTP is off)."""
+    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, unused=UNUSED_MODULES, tls_stack="auto"), _run_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "tls modules: []" in result.stdout, result.stdout + result.stderr
+    assert "unused modules: []" in result.stdout, result.stdout
     assert "TLS stack left out" in result.stderr
 
 
@@ -126,7 +131,7 @@ def test_runner_keeps_tls_for_a_tls_broker(tmp_path: Path, extra: dict[str, str]
     env = _run_env(tmp_path, **extra)
     if not env["GWP_BROKERS__DEFAULT__ENDPOINT"]:
         del env["GWP_BROKERS__DEFAULT__ENDPOINT"]
-    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, tls_stack="auto"), env)
+    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, unused=UNUSED_MODULES, tls_stack="auto"), env)
     assert result.returncode == 0, result.stderr
     assert "'OpenSSL'" in result.stdout and "'twisted.protocols.tls'" in result.stdout, result.stdout + result.stderr
     assert "TLS stack left out" not in result.stderr
@@ -134,6 +139,6 @@ def test_runner_keeps_tls_for_a_tls_broker(tmp_path: Path, extra: dict[str, str]
 
 def test_runner_keeps_tls_when_asked(tmp_path: Path) -> None:
     """``--tls-stack always`` keeps the stack with plain brokers, for applications that use TLS themselves."""
-    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, tls_stack="always"), _run_env(tmp_path))
+    result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, unused=UNUSED_MODULES, tls_stack="always"), _run_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "'OpenSSL'" in result.stdout, result.stdout + result.stderr
