@@ -142,3 +142,21 @@ def test_runner_keeps_tls_when_asked(tmp_path: Path) -> None:
     result = _python(RUN_AND_REPORT.format(modules=TLS_MODULES, unused=UNUSED_MODULES, tls_stack="always"), _run_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "'OpenSSL'" in result.stdout, result.stdout + result.stderr
+
+
+def test_https_rest_poller_is_refused_at_construction_when_the_stack_is_left_out() -> None:
+    """An HTTPS REST poller in a process without the TLS stack fails when it is built, naming the fix; HTTP is fine."""
+    result = _python("""
+        from gwproactor.ops.tlsstack import leave_out_tls_stack
+        assert leave_out_tls_stack()
+        from gwproactor.errors import ConfigError
+        from gwproactor.web.poller import RestPoller
+        RestPoller("plain", "http://127.0.0.1:1/x", dst="a", convert=lambda body, response: None)
+        try:
+            RestPoller("weather", "https://api.example.com/x", dst="a", convert=lambda body, response: None)
+        except ConfigError as e:
+            print("refused", e)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "refused REST poller 'weather' polls https://api.example.com/x over HTTPS" in result.stdout
+    assert "--tls-stack always" in result.stdout

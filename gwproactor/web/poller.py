@@ -12,9 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from gwproactor.actors.base import Actor
-from gwproactor.errors import ConvertError, HTTPStatusError  # noqa: F401 (re-exported)
+from gwproactor.errors import ConfigError, ConvertError, HTTPStatusError  # noqa: F401 (re-exported)
 from gwproactor.ops.backoff import Backoff
 from gwproactor.ops.problems import RateLimiter, describe
+from gwproactor.ops.tlsstack import tls_stack_left_out
 
 #: What to install when treq is missing.
 MISSING_EXTRA = "RestPoller needs treq: pip install 'gwproactor[rest]'"
@@ -67,6 +68,12 @@ class RestPoller(Actor):
         super().__init__(name)
         if not interval_s > 0 or not timeout_s > 0:
             raise ValueError("interval_s and timeout_s must be > 0")
+        if http_client is None and url.lower().startswith("https:") and tls_stack_left_out():
+            # Said at start, not at the first poll (which may be hours away).
+            raise ConfigError(
+                f"REST poller {name!r} polls {url} over HTTPS, but the TLS stack was left out of this process "
+                "(no broker uses TLS); run with `gwproactor run --tls-stack always`"
+            )
         self.url = url
         self.dst = dst
         self.convert = convert
