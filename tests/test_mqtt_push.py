@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import StringTransport
 
-from gwproactor.mqtt._paho import PahoProtocol, _socket_descriptor
+from gwproactor.mqtt._paho import PUSH_EVERY, PahoProtocol, _socket_descriptor
 from gwproactor.mqtt._socket import _input_waiting
 from gwproactor_test.wait import await_for
 
@@ -113,6 +113,45 @@ async def test_replies_wait_for_input_already_waiting_then_go_in_one_send() -> N
         # Nothing waiting: the reply goes at once, as before.
         protocol.dataReceived(publish_frame("t/d", b"three"))
         assert recv_now(conn) == publish_frame("reply/t/d", b"re:three")
+    finally:
+        protocol.transport.abortConnection()
+        conn.close()
+        server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_chunk_sends_its_replies_every_push_every_messages() -> None:
+    """40 messages in one chunk: replies reach the kernel after every PUSH_EVERY of them, and the rest at the end."""
+    from twisted.internet import reactor
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    seen_by_peer: list[int] = []
+    holder: dict[str, socket.socket] = {}
+
+    class Watching(Listener):
+        def mqtt_message(self, session: Any, topic: str, payload: bytes) -> None:
+            # Before this message's reply: how many replies has the peer received so far?
+            seen_by_peer.append(len(recv_now(holder["conn"])))
+            super().mqtt_message(session, topic, payload)
+
+    listener = Watching()
+    protocol = PahoProtocol(listener=listener, clock=reactor, client_id="chunk-test", keepalive=60)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
+    conn, _ = server.accept()
+    holder["conn"] = conn
+    try:
+        recv_now(conn)  # CONNECT
+        conn.sendall(CONNACK_OK)
+        await await_for(lambda: protocol.connacked, 5)
+        chunk = b"".join(publish_frame(f"t/{n:02d}", b"x") for n in range(40))
+        protocol.dataReceived(chunk)
+        reply = len(publish_frame("reply/t/00", b"re:x"))
+        arrived = [n for n, size in enumerate(seen_by_peer) if size]
+        assert arrived == [PUSH_EVERY, 2 * PUSH_EVERY], seen_by_peer
+        assert [seen_by_peer[n] for n in arrived] == [PUSH_EVERY * reply] * 2
+        assert len(recv_now(conn)) == (40 - 2 * PUSH_EVERY) * reply  # the rest, after the chunk
     finally:
         protocol.transport.abortConnection()
         conn.close()

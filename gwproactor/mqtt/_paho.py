@@ -68,6 +68,10 @@ __all__ = [
 
 _PINGREQ = b"\xc0\x00"
 
+#: While a chunk of received data is handled, what the handling wrote (acks) is handed to the kernel after every
+#: this many messages, and after the chunk: fewer sends than one per message, and a bounded wait for the first.
+PUSH_EVERY = 16
+
 # MQTT 3.1.1 CONNACK return codes (spec 3.2.2.3).
 _CONNACK_311 = {
     1: "unacceptable protocol version",
@@ -483,6 +487,7 @@ class PahoProtocol(Protocol):
         self._dispatching = True
         try:
             events = self._events
+            delivered = 0
             while events and not self._lost:
                 batch = events[:]
                 del events[:]
@@ -490,6 +495,11 @@ class PahoProtocol(Protocol):
                     if self._lost:
                         break
                     self._deliver(event)
+                    delivered += 1
+                    if delivered % PUSH_EVERY == 0 and self._in_data:
+                        # A long chunk's replies go out as it is handled, not all after it: the first
+                        # message's ack waits for at most PUSH_EVERY messages' handling.
+                        self._push()
         finally:
             self._dispatching = False
 
