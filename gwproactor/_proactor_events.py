@@ -156,6 +156,23 @@ class EventStoreSlot:
             self.use(open_file_store(self._proactor.settings, self._proactor.reactor, self._problem))
         return self.store
 
+    def hold_received_writes(self, brokers: list[Any]) -> bool:
+        """Write the received-id records once per send instead of once per event, when every broker allows it.
+
+        Each broker connection must offer ``add_send_barrier`` (a :class:`~gwproactor.mqtt.BrokerConnection`
+        does; test fakes do not): the held records are written before any ack reaches the kernel, so the
+        order (record, then ack) is as without holding.  Returns True when holding is on.
+        """
+        received = self.received
+        hold = getattr(received, "hold_writes", None)
+        if hold is None or not brokers or not all(hasattr(b, "add_send_barrier") for b in brokers):
+            return False
+        reactor = self._proactor.reactor
+        hold(lambda flush: reactor.callLater(0, flush))
+        for broker in brokers:
+            broker.add_send_barrier(received.flush)
+        return True
+
     def _problem(self, summary: str, details: str) -> None:
         p = self._proactor
         p.log.warn("event store: {summary}: {details}", summary=summary, details=details)

@@ -466,6 +466,7 @@ class Proactor(MultiService):
         if self.settings.monotonic_time:
             use_monotonic_time(self.reactor)
         self.open_store()
+        self._stores.hold_received_writes(list(self._brokers.values()))
         if self.settings.http.enabled:
             self.attach_web()
         if self._outbox is not None:

@@ -158,6 +158,60 @@ async def test_a_long_chunk_sends_its_replies_every_push_every_messages() -> Non
         server.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_send_barrier_runs_before_any_reply_reaches_the_kernel() -> None:
+    """mqtt_before_send runs before each push and before writes are left to the reactor: at each call, the
+    peer has nothing that was written after the previous call."""
+    from twisted.internet import reactor
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    state: dict[str, Any] = {"received": 0, "written": 0, "at_last_barrier": 0, "barriers": 0, "conn": None}
+    violations: list[tuple[int, int]] = []
+
+    def drain() -> None:
+        state["received"] += len(recv_now(state["conn"]))
+
+    class WithBarrier(Listener):
+        def mqtt_message(self, session: Any, topic: str, payload: bytes) -> None:
+            super().mqtt_message(session, topic, payload)
+            state["written"] += len(publish_frame("reply/" + topic, b"re:" + payload))
+
+        def mqtt_before_send(self, session: Any) -> None:
+            if state["conn"] is None:
+                return
+            drain()
+            state["barriers"] += 1
+            if state["received"] > state["at_last_barrier"]:  # something written after the last barrier arrived
+                violations.append((state["received"], state["at_last_barrier"]))
+            state["at_last_barrier"] = state["written"]
+
+    protocol = PahoProtocol(listener=WithBarrier(), clock=reactor, client_id="barrier-test", keepalive=60)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
+    conn, _ = server.accept()
+    try:
+        recv_now(conn)  # CONNECT
+        conn.sendall(CONNACK_OK)
+        await await_for(lambda: protocol.connacked, 5)
+        state["conn"] = conn
+        protocol.dataReceived(b"".join(publish_frame(f"t/{n:02d}", b"x") for n in range(2 * PUSH_EVERY + 3)))
+        assert state["barriers"] == 3  # after each PUSH_EVERY messages, and after the chunk
+        # Input already waiting: the writes are left to the reactor, after the barrier has run.
+        conn.sendall(publish_frame("t/w", b"2"))
+        await await_for(lambda: _input_waiting(protocol._descriptor), 5)
+        protocol.dataReceived(publish_frame("t/v", b"1"))
+        assert state["barriers"] == 4 and protocol.pushes_left_to_reactor == 1
+        await await_for(lambda: state["barriers"] == 5, 5)  # the reactor reads t/w, then pushes everything
+        drain()
+        assert state["received"] == state["written"] == state["at_last_barrier"]
+        assert violations == []
+    finally:
+        protocol.transport.abortConnection()
+        conn.close()
+        server.close()
+
+
 def test_socket_descriptor_unwraps_and_tolerates_memory_transports() -> None:
     """The descriptor is found through wrappers (TLS); a memory transport has none, and writes still work."""
     from twisted.internet import abstract

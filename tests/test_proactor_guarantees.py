@@ -256,3 +256,46 @@ def test_failing_actor_handler_becomes_a_problem_event(tmp_path: Path, n: int, e
     assert error in problem.details
     p.shutdown("end")
     settle(clock, 10.0, 0.1)
+
+
+def test_received_records_are_held_only_when_every_broker_has_a_send_barrier(tmp_path: Any) -> None:
+    """With real broker connections, the received-id records are held and flushed by their send barrier; with a
+    broker that has none (a test fake), each record is written at once, as before."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from gwproactor.config import BrokerSettings, LinkSettings, ProactorSettings, StoreSettings
+    from gwproactor.proactor import Proactor
+    from gwproactor_test.fakes import FakeMQTTClient
+
+    def settings(directory: Any) -> ProactorSettings:
+        return ProactorSettings(
+            long_name="d1.hold", short_name="h",
+            brokers={"default": BrokerSettings(endpoint="tcp:host=127.0.0.1:port=1")},
+            links={"c": LinkSettings(peer_long_name="d1.hold.c", peer_short_name="c")},
+            store=StoreSettings(directory=directory, sync_policy="never"),
+        )
+
+    reactor = MemoryReactorClock()
+    real = Proactor(settings(tmp_path / "real"), reactor=reactor)
+    real.startService()
+    try:
+        received = real.received_ids
+        broker = real.brokers["default"]
+        assert received.flush in broker._send_barriers
+        received.remember("e1")
+        assert not (tmp_path / "real" / "received.log").read_bytes()  # held
+        broker.mqtt_before_send(None)  # what the adapter calls before a send
+        assert b"e1" in (tmp_path / "real" / "received.log").read_bytes()
+        received.remember("e2")
+        reactor.advance(0)  # the fallback flush, within the reactor turn
+        assert b"e2" in (tmp_path / "real" / "received.log").read_bytes()
+    finally:
+        real.stopService()
+
+    fake = Proactor(settings(tmp_path / "fake"), reactor=MemoryReactorClock(), brokers={"default": FakeMQTTClient()})
+    fake.startService()
+    try:
+        fake.received_ids.remember("e1")
+        assert b"e1" in (tmp_path / "fake" / "received.log").read_bytes()  # written at once
+    finally:
+        fake.stopService()

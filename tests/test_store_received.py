@@ -185,3 +185,50 @@ async def test_compaction_in_the_fsync_thread_on_the_real_reactor(tmp_path):
     store = FileEventStore.open(str(tmp_path), clock=reactor, sync="never", received_window=50)
     assert all(store.received.seen(f"r{n}") for n in range(50, 100))
     await store.close()
+
+
+class CountingWrites:
+    """Wraps the window's SysCalls and counts ``write_all`` calls on ``received.log``."""
+
+    def __init__(self, calls) -> None:
+        self._calls = calls
+        self.writes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._calls, name)
+
+    def write_all(self, fd, data):
+        self.writes += 1
+        return self._calls.write_all(fd, data)
+
+
+def test_held_records_are_written_together_at_flush(tmp_path, clock):
+    """hold_writes: remember() keeps records until flush() writes them in one write; the flush is scheduled once."""
+    window = FileReceivedIds.open(str(tmp_path), clock=clock, sync="never")
+    window._calls = counting = CountingWrites(window._calls)
+    scheduled = []
+    window.hold_writes(scheduled.append)
+    for n in range(5):
+        window.remember(f"r{n}")
+    assert window.seen("r4") and counting.writes == 0 and ids_in(tmp_path) == []
+    assert scheduled == [window.flush]  # one fallback flush for the whole batch
+    window.flush()
+    assert counting.writes == 1 and ids_in(tmp_path) == [f"r{n}" for n in range(5)]
+    window.flush()  # nothing held: no write
+    assert counting.writes == 1
+    window.remember("r5")
+    assert len(scheduled) == 2
+    window.close()  # close writes what is held
+    assert ids_in(tmp_path)[-1] == "r5"
+
+
+def test_held_records_are_written_before_a_commit_syncs_the_window(tmp_path, clock):
+    """A store commit that fsyncs the window (dup_for_sync) writes the held records first, so the fsync covers them."""
+    store = FileEventStore.open(str(tmp_path), clock=clock, sync="group")
+    store.received.hold_writes(lambda flush: None)  # no fallback: only the commit can write them
+    store.received.remember("r0")
+    assert ids_in(tmp_path) == []
+    fd = store.received.dup_for_sync()
+    assert fd is not None and ids_in(tmp_path) == ["r0"]
+    os.close(fd)
+    store.close()

@@ -188,6 +188,8 @@ class PahoProtocol(Protocol):
         if keepalive <= 0:
             raise ValueError(f"keepalive must be > 0 seconds, got {keepalive!r}")
         self._listener = listener
+        # Called before what was written goes to the kernel (a listener without it has no barrier).
+        self._before_send: Callable[[Any], None] | None = getattr(listener, "mqtt_before_send", None)
         self._clock = clock
         self._client_id = client_id
         self._keepalive = float(keepalive)
@@ -290,6 +292,9 @@ class PahoProtocol(Protocol):
         # everything after it in one send (a busy connection sends fewer, fuller segments).
         if self._unpushed and _input_waiting(self._descriptor):
             self.pushes_left_to_reactor += 1
+            # The reactor's own doWrite sends it: the barrier runs now, before control returns to it.
+            if self._before_send is not None:
+                self._before_send(self)
             return
         self._push()
 
@@ -428,6 +433,8 @@ class PahoProtocol(Protocol):
         if not self._unpushed:
             return
         self._unpushed = False
+        if self._before_send is not None:
+            self._before_send(self)
         descriptor = self._descriptor
         if descriptor is None or self._lost or not descriptor.connected or descriptor.disconnecting:
             return

@@ -138,6 +138,7 @@ class BrokerConnection(Service):
         if not self.name:
             raise ConfigError("BrokerConnection needs a name")
         self._observers = Observers(self.name, self._observer_failed)
+        self._send_barriers: list[Callable[[], object]] = []
         if self.endpoint is None and self.host is None:
             raise ConfigError(f"broker {self.name!r}: give an endpoint string or a host")
         if self.endpoint is not None and (self.host is not None or self.tls is not None):
@@ -204,6 +205,22 @@ class BrokerConnection(Service):
     def remove_observer(self, observer: Any) -> None:
         """Stop telling ``observer``; no error if it was not observing."""
         self._observers.remove(observer)
+
+    def add_send_barrier(self, barrier: Callable[[], object]) -> None:
+        """Call ``barrier()`` before bytes this connection wrote go to the kernel, every time.
+
+        What a barrier writes elsewhere reaches the OS before any frame published so far: the proactor
+        writes the received-id records of the events an ack confirms this way, once per chunk of received
+        data instead of once per event (see :meth:`~gwproactor.store.FileReceivedIds.hold_writes`).  A
+        barrier must be quick and must not publish; an exception from it is logged, and the send goes on.
+        """
+        if barrier not in self._send_barriers:
+            self._send_barriers.append(barrier)
+
+    def remove_send_barrier(self, barrier: Callable[[], object]) -> None:
+        """Stop calling ``barrier``; no error if it was not added."""
+        if barrier in self._send_barriers:
+            self._send_barriers.remove(barrier)
 
     def when_connected(self) -> Deferred:
         """A Deferred that fires (with this connection) once connected; at once if connected now."""
@@ -519,6 +536,14 @@ class BrokerConnection(Service):
         self._unacked.discard(topic_filter)
         self._observers.tell_filter(self, "broker_subscribed", topic_filter, code)
         self._check_fully_subscribed()
+
+    def mqtt_before_send(self, session: PahoProtocol) -> None:
+        """``session`` is about to hand what it wrote to the kernel: run the send barriers."""
+        for barrier in self._send_barriers:
+            try:
+                barrier()
+            except Exception:
+                log.failure("broker {broker}: a send barrier failed", broker=self.name)
 
     def mqtt_published(self, session: PahoProtocol, mid: int) -> None:
         """A QoS 1 PUBLISH was acknowledged (or a delayed QoS 0 one was written)."""

@@ -78,6 +78,8 @@ class FileReceivedIds:
     _idle: list = attrs.field(init=False, factory=list)
     _closed: bool = attrs.field(init=False, default=False)
     _sync_call: Any = attrs.field(init=False, default=None)
+    _held: list = attrs.field(init=False, factory=list)  # records kept for the next flush (see hold_writes)
+    _schedule_flush: Callable[[Callable[[], None]], object] | None = attrs.field(init=False, default=None)
     corrupt_records: int = attrs.field(init=False, default=0)
     fsyncs: int = attrs.field(init=False, default=0)
     compactions: int = attrs.field(init=False, default=0)
@@ -145,6 +147,25 @@ class FileReceivedIds:
         """True if ``event_id`` is in the window."""
         return event_id in self._ids
 
+    def hold_writes(self, schedule_flush: Callable[[Callable[[], None]], object]) -> None:
+        """From now on, keep :meth:`remember`'s records in memory until :meth:`flush` writes them, in one write.
+
+        The owner promises to call :meth:`flush` before any ack of a remembered event can reach the
+        kernel (the proactor registers it as a send barrier of its broker connections, see
+        :meth:`~gwproactor.mqtt.BrokerConnection.add_send_barrier`), so a record still reaches the OS
+        before its ack, as without holding.  ``schedule_flush(flush)`` is called when a first record is
+        held (the proactor passes ``reactor.callLater(0, ...)``), so no record waits longer than the
+        current reactor turn.
+        """
+        self._schedule_flush = schedule_flush
+
+    def flush(self) -> None:
+        """Write the held records (one write); nothing to do when none is held."""
+        if self._held:
+            frames, self._held = self._held, []
+            if self._fd is not None:
+                self._write(frames)
+
     def remember(self, event_id: str) -> None:
         """Add ``event_id`` to the window and to ``received.log``; a write error is reported, not raised."""
         if event_id in self._ids or self._fd is None:
@@ -153,16 +174,26 @@ class FileReceivedIds:
         if len(self._ids) > self.window:
             self._ids.popitem(last=False)
         frame = _format.encode(_format.KIND_RECEIVED, self._wall(), event_id)
+        if self._schedule_flush is not None:
+            if not self._held:
+                self._schedule_flush(self.flush)
+            self._held.append(frame)
+            return
+        self._write([frame])
+
+    def _write(self, frames: list[bytes]) -> None:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        assert self._fd is not None  # callers check
         try:
-            self._calls.write_all(self._fd, frame)
+            self._calls.write_all(self._fd, data)
         except OSError as e:
             undo_partial_write(self._fd, self._size)
             report_problem(self._on_problem, "received-id window write failed", f"{self._path}: {e}")
             return
-        self._size += len(frame)
-        self._records += 1
+        self._size += len(data)
+        self._records += len(frames)
         if self._during is not None:
-            self._during.append(frame)
+            self._during.extend(frames)
         elif self._records >= self._compact_at and self._compact():
             return  # rewritten and fsynced here
         self.dirty = True
@@ -184,6 +215,7 @@ class FileReceivedIds:
 
         :raises OSError: if the descriptor cannot be duplicated (:attr:`dirty` stays set).
         """
+        self.flush()
         if not self.dirty or self._fd is None or self._sync == "never":
             return None
         fd = self._calls.dup(self._fd)
@@ -201,11 +233,13 @@ class FileReceivedIds:
 
     def sync_now(self) -> None:
         """Fsync ``received.log`` on this thread if it is dirty (a failure is reported, not raised)."""
+        self.flush()
         if self.dirty and self._sync != "never":
             self._do_fsync()
 
     def _group_fsync(self) -> None:
         self._sync_call = None
+        self.flush()
         self._do_fsync()
 
     def _do_fsync(self) -> None:
@@ -360,6 +394,7 @@ class FileReceivedIds:
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
         self._sync_call = None
+        self.flush()
         self._closed = True
         if self._fd is not None:
             if self.dirty and self._sync != "never":
