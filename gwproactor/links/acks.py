@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,6 +37,13 @@ class RttStats:
     p99: float | None
 
 
+def _cancel(entry: _InFlight) -> None:
+    """Stop ``entry``'s ack timeout if it is still pending."""
+    call, entry.call = entry.call, None
+    if call is not None and call.active():
+        call.cancel()
+
+
 def _nearest_rank(ordered: list[float], percent: float) -> float:
     rank = max(1, math.ceil(percent / 100.0 * len(ordered)))
     return ordered[rank - 1]
@@ -46,8 +53,8 @@ def _nearest_rank(ordered: list[float], percent: float) -> float:
 class _InFlight:
     message_id: str
     sent_at: float
-    timer: Deferred[float]
     tag: object = None
+    call: IDelayedCall | None = None  # the ack timeout
     waiters: list[Deferred[float]] = attrs.field(factory=list)
     abandoned: bool = False
 
@@ -186,10 +193,8 @@ class AckTracker:
         """
         entry = self._in_flight.get(message_id)
         if entry is None:
-            timer: Deferred[float] = Deferred()
-            entry = _InFlight(message_id=message_id, sent_at=self.clock.seconds(), timer=timer, tag=tag)
-            timer.addTimeout(self.timeout, self.clock, onTimeoutCancel=self._convert_timeout)
-            timer.addBoth(self._settle, entry)
+            entry = _InFlight(message_id=message_id, sent_at=self.clock.seconds(), tag=tag)
+            entry.call = self.clock.callLater(self.timeout, self._timed_out, entry)
             self._in_flight[message_id] = entry
             self._expired.pop(message_id, None)
         else:
@@ -204,7 +209,7 @@ class AckTracker:
         :return: True if it settled a waiting Deferred (which fires with the
             round-trip time); False for a late or unknown ack (counted).
         """
-        entry = self._in_flight.get(message_id)
+        entry = self._in_flight.pop(message_id, None)
         if entry is None:
             if message_id in self._expired:
                 del self._expired[message_id]
@@ -217,7 +222,10 @@ class AckTracker:
         self._rtt_count += 1
         self._rtt_last = rtt
         self._samples.append(rtt)
-        entry.timer.callback(rtt)
+        _cancel(entry)
+        waiters, entry.waiters = entry.waiters, []
+        for waiter in waiters:
+            waiter.callback(rtt)
         return True
 
     def fail_all(self, reason: BaseException | Failure) -> int:
@@ -247,7 +255,7 @@ class AckTracker:
 
     def _abandon(self, entry: _InFlight, failure: Failure) -> None:
         entry.abandoned = True
-        entry.timer.cancel()  # stops the timeout; _settle ignores the abandoned entry
+        _cancel(entry)
         self._remember_expired(entry.message_id)
         waiters, entry.waiters = entry.waiters, []
         self.failed += len(waiters)
@@ -256,8 +264,6 @@ class AckTracker:
 
     # -- internals -----------------------------------------------------------
 
-    def _convert_timeout(self, result: object, timeout: float) -> Failure:
-        return Failure(AckTimeout(f"no ack within {timeout:g} s; the peer may be gone or overloaded"))
 
     def _remember_expired(self, message_id: str) -> None:
         if self.late_window == 0:
@@ -267,25 +273,22 @@ class AckTracker:
         while len(self._expired) > self.late_window:
             self._expired.popitem(last=False)
 
-    def _settle(self, result: float | Failure, entry: _InFlight) -> None:
+    def _timed_out(self, entry: _InFlight) -> None:
+        entry.call = None
         if entry.abandoned:
-            return None  # fail_all or cancellation already dealt with it; swallow the CancelledError
+            return
         if self._in_flight.get(entry.message_id) is entry:
             del self._in_flight[entry.message_id]
         waiters, entry.waiters = entry.waiters, []
-        if isinstance(result, Failure):
-            self.timeouts += 1
-            self._remember_expired(entry.message_id)
-            try:
-                self.on_timeout(entry.message_id, entry.tag)
-            except Exception:
-                _log.failure("on_timeout callback failed for {message_id}", message_id=entry.message_id)
-            for waiter in waiters:
-                waiter.errback(result)
-        else:
-            for waiter in waiters:
-                waiter.callback(result)
-        return None
+        self.timeouts += 1
+        self._remember_expired(entry.message_id)
+        try:
+            self.on_timeout(entry.message_id, entry.tag)
+        except Exception:
+            _log.failure("on_timeout callback failed for {message_id}", message_id=entry.message_id)
+        failure = Failure(AckTimeout(f"no ack within {self.timeout:g} s; the peer may be gone or overloaded"))
+        for waiter in waiters:
+            waiter.errback(failure)
 
     def _waiter_cancelled(self, entry: _InFlight, waiter: Deferred[float]) -> None:
         if waiter in entry.waiters:
@@ -294,6 +297,6 @@ class AckTracker:
             entry.abandoned = True
             if self._in_flight.get(entry.message_id) is entry:
                 del self._in_flight[entry.message_id]
-            entry.timer.cancel()
+            _cancel(entry)
         # the waiter itself errbacks with CancelledError (no canceller result), which its owner handles
 
