@@ -79,12 +79,12 @@ class StoredEvents:
             # The record is written (not yet synced): it may go out now, in parallel
             # with the fsync.  The caller's Deferred still waits for durability; an
             # event lost in a crash before the fsync was never promised.
-            self._outbox.added(event_id, priority)
-        return d.addCallback(self._durable, event_id, priority, not early)
+            self._outbox.added(event_id, priority, data)
+        return d.addCallback(self._durable, event_id, priority, data if not early else None)
 
-    def _durable(self, result: Any, event_id: str, priority: str, tell_outbox: bool) -> str:
-        if tell_outbox and self._outbox is not None:
-            self._outbox.added(event_id, priority)
+    def _durable(self, result: Any, event_id: str, priority: str, data: bytes | None) -> str:
+        if data is not None and self._outbox is not None:
+            self._outbox.added(event_id, priority, data)
         return event_id
 
     def requeue(self, event_ids: list[str] | None, top_of_tree: bool) -> Deferred:

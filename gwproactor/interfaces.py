@@ -228,6 +228,9 @@ class IEventStore(Interface):
     def pending_ids():
         """Return a list of the ids not yet acknowledged, oldest first."""
 
+    def is_pending(event_id):
+        """True if ``event_id`` is pending (one of :meth:`pending_ids`); cheap, called before each first send."""
+
     def read(event_id):
         """Return the stored bytes of a pending event; raise EventNotFound / CorruptRecord."""
 

@@ -44,7 +44,10 @@ from gwproactor.errors import (
     StoreReadError,
 )
 
-__all__ = ["PRIORITIES", "Outbox", "OutboxStats"]
+__all__ = ["FRESH_BYTES", "PRIORITIES", "Outbox", "OutboxStats"]
+
+FRESH_BYTES = 1 << 20
+"""At most this many bytes of just-appended payloads are kept for their first send (the rest is read back)."""
 
 PRIORITIES = ("alarm", "normal", "bulk")
 """Priority classes of events (``Event.PRIORITY``), sent in this order; oldest first within a class."""
@@ -164,6 +167,9 @@ class Outbox:
     _pumping: bool = attrs.field(default=False, init=False)
     _batches: dict = attrs.field(factory=dict, init=False)
     _old_batches: OrderedDict = attrs.field(factory=OrderedDict, init=False)
+    # Payloads of events just appended and queued, for their first send (not read back from disk).
+    _fresh: dict = attrs.field(factory=dict, init=False)
+    _fresh_bytes: int = attrs.field(default=0, init=False)
     log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.outbox"), init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -222,17 +228,23 @@ class Outbox:
         self._forget_batches()
         self._in_flight.clear()
         self._queue.clear()
+        self._forget_fresh()
         self._backlog_last = None
         self._backlog_other = set()
 
     # --- events --------------------------------------------------------------------
 
-    def added(self, event_id: str, priority: str = "normal") -> None:
+    def added(self, event_id: str, priority: str = "normal", data: bytes | None = None) -> None:
         """A new event is in the store (call once per event): queue it if the link is active.
 
         ``priority`` (one of :data:`PRIORITIES`) places it: an ``alarm`` overtakes every queued
         ``normal`` and ``bulk`` event (a backlog included).  Remembered while the event is pending in
         this process; after a restart the backlog loaded from the store goes oldest first.
+
+        ``data``, the payload just appended, is kept for the event's first send (at most
+        :data:`FRESH_BYTES` of such payloads at once), so it is not read back from the store; the
+        store is still asked whether the event is pending (a full store may have dropped it).  Any
+        later send (after an ack timeout or a deactivation) reads the store.
         """
         if priority != "normal":
             if priority not in PRIORITIES:
@@ -240,8 +252,29 @@ class Outbox:
             self._priority[event_id] = priority
         if not self._active or event_id in self._in_flight:
             return
+        if data is not None and self._fresh_bytes + len(data) <= FRESH_BYTES and self._is_pending is not None:
+            self._fresh[event_id] = data
+            self._fresh_bytes += len(data)
         self._queue.append(event_id, priority)
         self.pump()
+
+    @property
+    def _is_pending(self) -> Callable[[str], bool] | None:
+        return getattr(self.store, "is_pending", None)
+
+    def _read(self, event_id: str) -> bytes:
+        """The payload to send: the fresh copy of a just-appended event if still pending, else the store's."""
+        data = self._fresh.pop(event_id, None)
+        if data is None:
+            return self.store.read(event_id)
+        self._fresh_bytes -= len(data)
+        if not self.store.is_pending(event_id):
+            raise EventNotFound(f"no pending event {event_id!r}")
+        return data
+
+    def _forget_fresh(self) -> None:
+        self._fresh.clear()
+        self._fresh_bytes = 0
 
     def _forget_batches(self) -> None:
         # Keep recent batches so that a late ack still removes their events from the store.
@@ -277,6 +310,9 @@ class Outbox:
         self._forget_sends(event_id)
 
     def _forget_sends(self, event_id: str) -> None:
+        data = self._fresh.pop(event_id, None)
+        if data is not None:
+            self._fresh_bytes -= len(data)
         self._priority.pop(event_id, None)
         self._backlog_other.discard(event_id)
         self._sends.pop(event_id, None)
@@ -338,7 +374,7 @@ class Outbox:
         expiry = self.expiry
         for event_id in self._next_ids(self.link.batch_max):
             try:
-                data = self.store.read(event_id)
+                data = self._read(event_id)
             except EventNotFound:
                 self._skipped(event_id)
                 continue
@@ -385,7 +421,7 @@ class Outbox:
 
     def _send(self, event_id: str) -> None:
         try:
-            data = self.store.read(event_id)
+            data = self._read(event_id)
         except EventNotFound:
             self._skipped(event_id)
             return  # acked or dropped meanwhile

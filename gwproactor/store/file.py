@@ -280,6 +280,10 @@ class FileEventStore:
         """Return the pending ids, oldest first."""
         return list(self._index)
 
+    def is_pending(self, event_id: str) -> bool:
+        """True if ``event_id`` is pending (appended, neither acked, dropped, set aside nor parked)."""
+        return event_id in self._index
+
     def _locate(self, event_id: str) -> tuple:
         """``(entry, segment)`` of a pending event; raise StoreClosed / EventNotFound."""
         self._check_open()

@@ -87,6 +87,10 @@ class MemoryEventStore:
         """Return the pending ids, oldest first."""
         return list(self._events)
 
+    def is_pending(self, event_id: str) -> bool:
+        """True if ``event_id`` is pending."""
+        return event_id in self._events
+
     def read(self, event_id: str) -> bytes:
         """Return the payload of a pending event; raise EventNotFound."""
         self._check_open()
