@@ -237,6 +237,9 @@ class IEventStore(Interface):
     def ack(event_id):
         """Mark ``event_id`` delivered; returns True if it was pending, False otherwise."""
 
+    def ack_many(event_ids):
+        """:meth:`ack` each of ``event_ids`` (the events of one acked batch); returns a list of those booleans."""
+
     def set_aside(event_id, reason):
         """Remove a pending event that cannot be sent (undecodable), keeping its bytes aside for inspection."""
 

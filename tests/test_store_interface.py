@@ -300,3 +300,46 @@ def test_a_damaged_parked_file_is_reported_not_fatal(tmp_path):
     assert len(h.store.parked()) == 1
     assert any("parked event cannot be read" in s for s, _ in h.problems)
     h.store.close()
+
+
+def test_ack_many_acks_each_and_says_which_were_pending(harness):
+    """ack_many: like ack for each id (unknown and repeated ids give False), in the order given."""
+    for n in range(5):
+        harness.append(f"e{n}")
+    assert harness.store.ack_many(["e1", "nope", "e3", "e1"]) == [True, False, True, False]
+    assert harness.store.pending_ids() == ["e0", "e2", "e4"]
+    assert harness.store.is_pending("e0") and not harness.store.is_pending("e1")
+    assert harness.store.stats()["acked"] == 2
+
+
+def test_file_ack_many_writes_once_per_segment_and_survives_a_crash(tmp_path):
+    """A batch's acks spanning two segments are two ack-file writes; a copy of the directory (a crash) keeps them."""
+    import shutil
+
+    h = Harness("file", tmp_path, segment_bytes=600)
+    for n in range(8):
+        h.append(f"e{n}", b'{"TypeName": "t", "Pad": "' + b"x" * 100 + b'"}')
+    assert h.store.stats()["segments"] >= 2
+    writes: list[int] = []
+    calls = h.store._segments._calls
+
+    class Counting:
+        def __getattr__(self, name: str):
+            return getattr(calls, name)
+
+        def write_all(self, fd: int, data: bytes) -> None:
+            writes.append(fd)
+            calls.write_all(fd, data)
+
+    h.store._segments._calls = Counting()
+    first_two_segments = ["e0", "e1", "e2", "e3", "e4"]
+    h.store.ack_many(first_two_segments)
+    assert 1 <= len(writes) <= 2  # at most one per segment (a segment with nothing left is deleted instead)
+    shutil.copytree(tmp_path / "store", tmp_path / "crashed", ignore=shutil.ignore_patterns("*.lock", "LOCK"))
+    h.store._segments._calls = calls
+    h.store.close()
+    reopened = FileEventStore.open(str(tmp_path / "crashed"), clock=Clock(), sync="never")
+    try:
+        assert reopened.pending_ids() == ["e5", "e6", "e7"]
+    finally:
+        reopened.close()

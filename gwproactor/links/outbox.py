@@ -294,15 +294,15 @@ class Outbox:
         else:
             pumping, self._pumping = self._pumping, True
             try:
-                for event_id in ids:
-                    self._acked_one(event_id)
+                for event_id, was_pending in zip(ids, self.store.ack_many(ids), strict=True):
+                    self._acked_one(event_id, was_pending)
             finally:
                 self._pumping = pumping
         self.pump()
 
-    def _acked_one(self, event_id: str) -> None:
+    def _acked_one(self, event_id: str, was_pending: bool | None = None) -> None:
         in_window = self._in_flight.pop(event_id, None) is not None
-        if self.store.ack(event_id):
+        if self.store.ack(event_id) if was_pending is None else was_pending:
             if in_window:
                 self.stats.acked += 1
             else:

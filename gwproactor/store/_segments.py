@@ -254,6 +254,17 @@ class SegmentLog:
             return False
         return self.write_ack(seg, event_id, offset)
 
+    def release_many(self, number: int, acks: list[tuple[str, int]]) -> bool:
+        """:meth:`release` for several events of segment ``number`` (``(event_id, offset)`` each): one write."""
+        seg = self._segments[number]
+        seg.live -= len(acks)
+        if seg.live == 0 and seg is not self._active:
+            self.delete_segment(seg)
+            return False
+        now = self._wall()
+        seg.unwritten.extend(_format.encode_ack(now, event_id, offset, seg.number) for event_id, offset in acks)
+        return self.write_ack(seg, None, None)
+
     def write_ack(self, seg: Segment, event_id: str | None, offset: int | None) -> bool:
         """Append the ack of ``event_id`` (with any acks of ``seg`` that failed before) to its ack file.
 

@@ -320,6 +320,27 @@ class FileEventStore:
         self._acked += 1
         return True
 
+    def ack_many(self, event_ids: list[str]) -> list[bool]:
+        """:meth:`ack` for several events (a batch): one ack-file write per segment; True for each one that was pending."""
+        self._check_open()
+        results = []
+        by_segment: dict[int, list[tuple[str, int]]] = {}
+        index = self._index
+        for event_id in event_ids:
+            entry = index.pop(event_id, None)
+            results.append(entry is not None)
+            if entry is not None:
+                number, offset, size, _ = entry
+                self._pending_bytes -= size
+                self._acked += 1
+                by_segment.setdefault(number, []).append((event_id, offset))
+        written = False
+        for number, acks in by_segment.items():
+            written = self._segments.release_many(number, acks) or written
+        if written:
+            self._commits.sync_soon()
+        return results
+
     def set_aside(self, event_id: str, reason: str) -> None:
         """Copy a pending event's record to ``set-aside/events.log`` (+ a line in ``reasons.jsonl``), then ack it.
 

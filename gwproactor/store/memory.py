@@ -109,6 +109,10 @@ class MemoryEventStore:
         self._acked += 1
         return True
 
+    def ack_many(self, event_ids: list[str]) -> list[bool]:
+        """:meth:`ack` for several events; True for each one that was pending."""
+        return [self.ack(event_id) for event_id in event_ids]
+
     def set_aside(self, event_id: str, reason: str) -> None:
         """Move a pending event to :attr:`set_aside_records`; raise EventNotFound."""
         self._check_open()
