@@ -8,7 +8,8 @@ the child publishes is answered with its ack, handed straight back to the child'
 * ``idle``: one event at a time, acked before the next is generated (the sporadic case of the idle round trip:
   every event goes alone, at once);
 * ``per-turn``: events generated one per reactor turn while frames are in flight (acks come back one turn
-  later), so frames carry several events.
+  later), so frames carry several events;
+* ``burst``: all events generated in one reactor turn, then drained in batches.
 
 What it measures is the library's Python work per event (MQTT framing, sockets and the reactor are not in it)::
 
@@ -106,6 +107,12 @@ def one_round(events: int, mode: str, profile: cProfile.Profile | None) -> tuple
             for reading in readings:
                 generate(reading)
                 answer()
+        elif mode == "burst":
+            for reading in readings:
+                generate(reading)
+            while h.child.store.pending_ids():
+                advance(0)
+                answer(later=True)
         else:
             for reading in readings:
                 generate(reading)
@@ -127,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", choices=("idle", "per-turn"), default=None)
+    parser.add_argument("--profile", choices=("idle", "per-turn", "burst"), default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _machine import machine_info
@@ -138,7 +145,7 @@ def main() -> None:
                      "broker": "gwproactor_test.fakes.FakeMQTTClient", "peer": "acks every frame at once"},
         "machine": machine_info(),
     }
-    for mode in ("idle", "per-turn"):
+    for mode in ("idle", "per-turn", "burst"):
         results = [one_round(args.events, mode, None) for _ in range(args.rounds)]
         cpus = [c for c, _ in results]
         out[mode] = {"cpu_us_per_event_best": round(min(cpus), 2),
