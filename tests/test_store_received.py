@@ -232,3 +232,88 @@ def test_held_records_are_written_before_a_commit_syncs_the_window(tmp_path, clo
     assert fd is not None and ids_in(tmp_path) == ["r0"]
     os.close(fd)
     store.close()
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_compactions_copy_the_window_tail_and_keep_every_id(tmp_path, clock, monkeypatch, threaded):
+    """After the first compaction each one copies the file's last `window` records (no re-encoding), also
+    while ids keep coming during a threaded one; a crash copy after each holds exactly the window."""
+    tails: list[tuple[int, int]] = []
+    original = FileReceivedIds._write_tail
+
+    def spy(self, begin, end):
+        tails.append((begin, end))
+        return original(self, begin, end)
+
+    monkeypatch.setattr(FileReceivedIds, "_write_tail", spy)
+    runner = ManualRunner() if threaded else None
+    live = tmp_path / "live"
+    store = FileEventStore.open(str(live), clock=clock, sync="group", fsync=lambda fd: None,
+                                fsync_runner=runner, received_window=5)
+    received = store.received
+    n = 0
+    for round_ in range(6):
+        while received.stats()["compactions"] == round_ and not received.compacting:
+            received.remember(f"r{n}")
+            n += 1
+        if threaded:
+            received.remember(f"r{n}")  # arrives while the thread rewrites
+            n += 1
+            runner.run_next()
+        clock.advance(1)
+        if threaded and runner.jobs:
+            runner.run_next()  # the store's commit
+        expected = {f"r{i}" for i in range(n) if received.seen(f"r{i}")}
+        assert len(expected) == 5
+        crashed = tmp_path / f"crashed{round_}"
+        shutil.copytree(live, crashed, ignore=shutil.ignore_patterns("LOCK"))
+        assert window_of_ids(crashed, 5, n) == expected
+    assert received.stats()["compactions"] == 6 and len(tails) == 6  # every one a tail copy (a new file)
+    store.close()
+
+
+def window_of_ids(directory, window: int, n: int) -> set[str]:
+    store = FileEventStore.open(str(directory), clock=Clock(), sync="never", received_window=window)
+    try:
+        return {f"r{i}" for i in range(n) if store.received.seen(f"r{i}")}
+    finally:
+        store.close()
+
+
+def test_after_a_failed_write_the_compaction_rewrites_the_window(tmp_path, clock, monkeypatch):
+    """A record whose write failed is missing from the file: the next compaction encodes the window again
+    (not a tail copy), so the id is back on disk."""
+    tails: list[int] = []
+    original = FileReceivedIds._write_tail
+    monkeypatch.setattr(FileReceivedIds, "_write_tail", lambda self, b, e: tails.append(b) or original(self, b, e))
+    problems: list[str] = []
+    r = FileReceivedIds.open(str(tmp_path), clock=clock, window=5, sync="never",
+                             on_problem=lambda s, d: problems.append(s))
+    r.remember("r0")
+    calls = r._calls
+
+    class FailOnce:
+        failed = False
+
+        def __getattr__(self, name):
+            return getattr(calls, name)
+
+        def write_all(self, fd, data):
+            if not FailOnce.failed:
+                FailOnce.failed = True
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return calls.write_all(fd, data)
+
+    r._calls = FailOnce()
+    r.remember("r1")  # in the window, not in the file
+    assert problems == ["received-id window write failed"] and "r1" not in ids_in(tmp_path)
+    r._calls = calls
+    for n in range(2, 11):  # the failed write is no record: 10 records after r10
+        r.remember(f"r{n}")
+    assert r.stats()["compactions"] == 1 and tails == []  # the rewrite from the window, not a copy
+    assert ids_in(tmp_path) == [f"r{n}" for n in range(6, 11)]
+    for n in range(11, 16):
+        r.remember(f"r{n}")
+    assert r.stats()["compactions"] == 2 and len(tails) == 1  # offsets known again: a tail copy
+    assert ids_in(tmp_path) == [f"r{n}" for n in range(11, 16)]
+    r.close()

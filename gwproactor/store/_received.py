@@ -10,9 +10,10 @@ rename, so a process that dies at any step leaves a window with every id it had 
 
 from __future__ import annotations
 
+import errno
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class FileReceivedIds:
     _closed: bool = attrs.field(init=False, default=False)
     _sync_call: Any = attrs.field(init=False, default=None)
     _held: list = attrs.field(init=False, factory=list)  # records kept for the next flush (see hold_writes)
+    # Offsets in received.log of the last `window` records (None: not known, e.g. after a failed write).
+    _starts: deque | None = attrs.field(init=False, default=None)
     _schedule_flush: Callable[[Callable[[], None]], object] | None = attrs.field(init=False, default=None)
     corrupt_records: int = attrs.field(init=False, default=0)
     fsyncs: int = attrs.field(init=False, default=0)
@@ -130,6 +133,8 @@ class FileReceivedIds:
         while len(self._ids) > self.window:
             self._ids.popitem(last=False)
         self._records = len(ids)
+        if not buf:
+            self._starts = deque(maxlen=self.window)  # a new file: every record's offset is known from here
         if bad:
             self.corrupt_records += len(bad)
             report_problem(
@@ -188,8 +193,15 @@ class FileReceivedIds:
             self._calls.write_all(self._fd, data)
         except OSError as e:
             undo_partial_write(self._fd, self._size)
+            self._starts = None  # an id of the window is missing from the file: the next compaction rewrites it
             report_problem(self._on_problem, "received-id window write failed", f"{self._path}: {e}")
             return
+        starts = self._starts
+        if starts is not None:
+            offset = self._size
+            for frame in frames:
+                starts.append(offset)
+                offset += len(frame)
         self._size += len(data)
         self._records += len(frames)
         if self._during is not None:
@@ -275,37 +287,77 @@ class FileReceivedIds:
         rewritten.  Until the rename the old file stays the window's, so nothing is lost whenever
         the process dies.
         """
-        snapshot = list(self._ids)
-        now = self._wall()
+        starts = self._starts
+        new_starts: list[int] = []
+        job: Callable[[], int]
+        if starts is not None and len(starts) == self.window == len(self._ids):
+            # The file's last `window` records are the window, in order: copy their bytes (no re-encoding,
+            # and nothing per record for the thread to do while holding the GIL).
+            begin, end = starts[0], self._size
+            new_starts = [offset - begin for offset in starts]
+            count = len(starts)
+
+            def job() -> int:
+                return self._write_tail(begin, end)
+        else:
+            snapshot = list(self._ids)
+            now = self._wall()
+            count = len(snapshot)
+
+            def job() -> int:
+                return self._write_compacted(snapshot, now, new_starts)
         if self._runner is None or self._fd is None:
             try:
-                fd = self._write_compacted(snapshot, now)
+                fd = job()
             except OSError as e:
                 self._compaction_failed(e)
                 return False
-            if not self._finish_compaction(fd, len(snapshot)):
+            if not self._finish_compaction(fd, count, None, new_starts):
                 return False
             self._sync_directory()
             return True
         self._during = []
         try:
-            d = self._runner(lambda: self._write_compacted(snapshot, now))
+            d = self._runner(job)
         except Exception as e:  # the runner could not start
             self._during = None
             self._compaction_failed(e)
             return False
-        d.addCallbacks(self._compacted, self._compaction_error, callbackArgs=(len(snapshot),))
+        d.addCallbacks(self._compacted, self._compaction_error, callbackArgs=(count, new_starts))
         return False
 
-    def _write_compacted(self, ids: list[str], now: float) -> int:
+    def _write_compacted(self, ids: list[str], now: float, starts: list[int]) -> int:
         """Write ``ids`` to ``received.tmp`` and fsync it; return its descriptor (open for appending).
 
-        Runs in the runner's thread when there is one: it touches nothing of the window but ``ids``.
+        Fills ``starts`` with the records' offsets.  Runs in the runner's thread when there is one: it
+        touches nothing of the window but ``ids`` and ``starts``.
         """
+        frames = [_format.encode(_format.KIND_RECEIVED, now, i) for i in ids]
+        offset = 0
+        for frame in frames:
+            starts.append(offset)
+            offset += len(frame)
+        return self._write_tmp(b"".join(frames))
+
+    def _write_tail(self, begin: int, end: int) -> int:
+        """Copy bytes ``begin``–``end`` of ``received.log`` (the window's records) to ``received.tmp``, fsynced.
+
+        Runs in the runner's thread when there is one; the reactor thread only appends past ``end`` meanwhile.
+        """
+        src = self._calls.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(src, end - begin, begin)
+        finally:
+            os.close(src)
+        if len(data) != end - begin:
+            raise OSError(errno.EIO, f"{self._path}: read {len(data)} of {end - begin} bytes for the compaction")
+        return self._write_tmp(data)
+
+    def _write_tmp(self, data: bytes) -> int:
         tmp = self._tmp_path
         fd = self._calls.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
-            self._calls.write_all(fd, b"".join(_format.encode(_format.KIND_RECEIVED, now, i) for i in ids))
+            self._calls.write_all(fd, data)
             if self._sync != "never":
                 self._fsync(fd)
         except BaseException:  # close and remove the half-written file, then re-raise whatever it is
@@ -314,10 +366,10 @@ class FileReceivedIds:
             raise
         return fd
 
-    def _compacted(self, fd: int, count: int) -> None:
+    def _compacted(self, fd: int, count: int, starts: list[int]) -> None:
         during, self._during = self._during or [], None
         try:
-            if self._finish_compaction(fd, count, during) and self._sync != "never":
+            if self._finish_compaction(fd, count, during, starts) and self._sync != "never":
                 if self._on_dirty is not None:
                     self.dirty = True
                     self._on_dirty(directory=True)  # the store's next commit syncs the rename
@@ -335,7 +387,8 @@ class FileReceivedIds:
         finally:
             self._fire_idle()
 
-    def _finish_compaction(self, fd: int, count: int, during: list | None = None) -> bool:
+    def _finish_compaction(self, fd: int, count: int, during: list | None = None,
+                           starts: list[int] | None = None) -> bool:
         """Append the ids written meanwhile to the new file, rename it over the old one, use it; True if done."""
         if self._closed:  # the old file, closed complete, is the window
             os.close(fd)
@@ -356,6 +409,14 @@ class FileReceivedIds:
         if old is not None:
             os.close(old)
         self._size = os.fstat(fd).st_size
+        self._starts = None
+        if starts is not None and len(starts) == count:
+            known: deque = deque(starts, maxlen=self.window)
+            offset = self._size - sum(len(frame) for frame in during or ())
+            for frame in during or ():
+                known.append(offset)
+                offset += len(frame)
+            self._starts = known
         self._records = count + len(during or ())
         self._compact_at = 2 * self.window
         self.compactions += 1
