@@ -195,5 +195,6 @@ def build_links(
                 window=ls.window,
                 on_problem=on_problem,
                 park_after=ls.park_after,
+                clock=proactor.reactor,
             )
     return used, links, upstream, outbox

@@ -18,6 +18,13 @@ one event.  It is sent again, alone, up to ``park_after`` times in all; then it 
 ``gwproactor store parked``, re-queued by ``gwproactor store requeue``), reported
 as a problem event, and the events behind it keep flowing.
 
+Between gwproactor peers events go in batch frames, with "Nagle for batches": idle, an event goes
+at once; while a frame is unacked, a partial batch waits for its ack (or to fill up).  When that ack
+comes and the events waiting arrived *behind* an unacked frame (a stream, not a sporadic event), the
+partial batch is *coalesced* first: it goes at the first reactor turn in which no event joined it, once
+it is full, or ``coalesce_s`` after the ack, whichever comes first.  So how many events share a frame
+depends less on how fast acks come back (each frame costs the child a publish and an ack).
+
 A stored event whose type declares a time to live (``TTL_S``) and that has outlived it when its
 turn comes is dropped instead of sent: counted as ``expired`` and reported in one problem event per
 pump with counts by type (see :mod:`gwproactor.links.expiry`).
@@ -123,6 +130,8 @@ class OutboxStats:
     max_backlog: int = 0
     batches_sent: int = 0
     """Batched frames sent (each carries up to the link's ``batch_max`` events)."""
+    coalesced: int = 0
+    """Partial batches of a stream held for a few reactor turns after the ack that let them go."""
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
@@ -139,6 +148,8 @@ class Outbox:
     :param window: most events sent and not yet acked.
     :param on_problem: ``on_problem(problem_type, summary, details)`` for events set aside or parked.
     :param park_after: sends of one event without an ack, while later events are acked, before it is parked.
+    :param clock: ``callLater`` and ``seconds`` for coalescing batches (the reactor); None: no coalescing.
+    :param coalesce_s: longest a partial batch of a stream is held after the ack that let it go.
     """
 
     store: Any
@@ -149,6 +160,8 @@ class Outbox:
     park_after: int = 3
     expiry: Any = None
     """An :class:`~gwproactor.links.expiry.Expiry` (TTLs by type), or None: nothing expires."""
+    clock: Any = None
+    coalesce_s: float = 0.002
     stats: OutboxStats = attrs.field(factory=OutboxStats)
     _queue: _ClassQueue = attrs.field(factory=_ClassQueue, init=False)
     # Pending events of a class other than "normal" (alarm, bulk) -> their class; normal ones are not listed.
@@ -170,6 +183,11 @@ class Outbox:
     # Payloads of events just appended and queued, for their first send (not read back from disk).
     _fresh: dict = attrs.field(factory=dict, init=False)
     _fresh_bytes: int = attrs.field(default=0, init=False)
+    # Events waited behind an unacked frame since the last batch went: a stream, its next partial batch coalesces.
+    _streaming: bool = attrs.field(default=False, init=False)
+    _coalesce_until: float | None = attrs.field(default=None, init=False)  # coalescing until then
+    _coalesce_len: int = attrs.field(default=0, init=False)  # queue length at the last turn's check
+    _coalesce_call: Any = attrs.field(default=None, init=False)
     log: Logger = attrs.field(factory=lambda: Logger(namespace="gwproactor.outbox"), init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -225,6 +243,8 @@ class Outbox:
         for event_id in self._in_flight:
             self._sends[event_id] = True  # the link went down with it in flight
         self._attempts.clear()  # an event is parked only for timeouts within one active period
+        self._stop_coalescing()
+        self._streaming = False
         self._forget_batches()
         self._in_flight.clear()
         self._queue.clear()
@@ -329,11 +349,17 @@ class Outbox:
                 if self.link.peer_accepts_batches and self._queue.peek() not in self._solo:
                     if len(self._batches) >= self.batch_frames_limit:
                         break
-                    if self._batches and len(self._queue) < self.link.batch_max:
-                        # Nagle, for events: while a frame is unacked a partial batch waits for its ack
-                        # (or to fill up).  Idle, an event goes at once; streaming, frames fill up
-                        # instead of carrying one event each.
-                        break
+                    if len(self._queue) < self.link.batch_max:
+                        if self._batches:
+                            # Nagle, for events: while a frame is unacked a partial batch waits for its ack
+                            # (or to fill up).  Idle, an event goes at once; streaming, frames fill up
+                            # instead of carrying one event each.
+                            self._streaming = True
+                            break
+                        if self._coalesce_until is not None or (self._streaming and self._start_coalescing()):
+                            break
+                    self._stop_coalescing()
+                    self._streaming = False
                     self._send_batch()
                     continue
                 if len(self._in_flight) >= self.window:
@@ -343,6 +369,38 @@ class Outbox:
             self._pumping = False
             if self._expired_types:
                 self._report_expired()
+
+    def _start_coalescing(self) -> bool:
+        """Hold the partial batch of a stream for a few reactor turns (see the module docstring); False: send now."""
+        clock = self.clock
+        if clock is None or self.coalesce_s <= 0:
+            return False
+        self.stats.coalesced += 1
+        self._coalesce_until = clock.seconds() + self.coalesce_s
+        self._coalesce_len = len(self._queue)
+        self._coalesce_call = clock.callLater(0, self._coalesce_turn)
+        return True
+
+    def _coalesce_turn(self) -> None:
+        """A reactor turn while coalescing: hold on while events keep joining, within ``coalesce_s``."""
+        self._coalesce_call = None
+        until = self._coalesce_until
+        if until is None:
+            return
+        n = len(self._queue)
+        if self._active and n > self._coalesce_len and self.clock.seconds() < until:
+            self._coalesce_len = n
+            self._coalesce_call = self.clock.callLater(0, self._coalesce_turn)
+            return
+        self._coalesce_until = None
+        self._streaming = False
+        self.pump()
+
+    def _stop_coalescing(self) -> None:
+        self._coalesce_until = None
+        call, self._coalesce_call = self._coalesce_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _next_ids(self, limit: int) -> list[str]:
         queue, solo = self._queue, self._solo
