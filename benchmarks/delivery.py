@@ -134,6 +134,7 @@ async def scenario_live(reactor: Any, broker: PrivateBroker, tmp: Path, n: int, 
             "ack_timeouts": child.upstream.acks.timeouts - base_timeouts,
             "resent": out["resent"],
             "frames_sent": out["batches_sent"],
+            "coalesced": out.get("coalesced", 0),
         }
     finally:
         await child.stopService()
@@ -262,6 +263,7 @@ async def scenario_idle_rtt(reactor: Any, broker: PrivateBroker, tmp: Path, coun
             "max_ms": round(samples[-1], 3),
             "link_rtt_p50_ms": round(child.upstream.acks.rtt.p50 * 1000, 3),
             "link_rtt_p99_ms": round(child.upstream.acks.rtt.p99 * 1000, 3),
+            "coalesced": child.stats()["outbox"].get("coalesced", 0),
         }
     finally:
         await child.stopService()
