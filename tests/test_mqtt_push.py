@@ -77,28 +77,37 @@ async def test_writes_reach_the_socket_before_control_returns_to_the_reactor() -
         assert listener.messages == [("t/b", b"ping")]
         assert recv_now(conn) == publish_frame("reply/t/b", b"re:ping")
     finally:
-        protocol.transport.abortConnection()
-        conn.close()
-        server.close()
+        close(protocol, conn, server)
 
 
-@pytest_twisted.ensureDeferred
-async def test_replies_wait_for_input_already_waiting_then_go_in_one_send() -> None:
-    """With more input in the kernel, the replies wait for the reactor to read it, then all go out together."""
+async def connacked(listener: Any, client_id: str) -> tuple[PahoProtocol, socket.socket, socket.socket]:
+    """A PahoProtocol connected to a plain server socket, past CONNECT and CONNACK: ``(protocol, conn, server)``."""
     from twisted.internet import reactor
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    listener = Listener()
-    protocol = PahoProtocol(listener=listener, clock=reactor, client_id="coalesce-test", keepalive=60)
+    protocol = PahoProtocol(listener=listener, clock=reactor, client_id=client_id, keepalive=60)
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
     conn, _ = server.accept()
-    try:
-        recv_now(conn)  # CONNECT
-        conn.sendall(CONNACK_OK)
-        await await_for(lambda: protocol.connacked, 5)
+    recv_now(conn)  # CONNECT
+    conn.sendall(CONNACK_OK)
+    await await_for(lambda: protocol.connacked, 5)
+    return protocol, conn, server
 
+
+def close(protocol: PahoProtocol, conn: socket.socket, server: socket.socket) -> None:
+    protocol.transport.abortConnection()
+    conn.close()
+    server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replies_wait_for_input_already_waiting_then_go_in_one_send() -> None:
+    """With more input in the kernel, the replies wait for the reactor to read it, then all go out together."""
+    listener = Listener()
+    protocol, conn, server = await connacked(listener, "coalesce-test")
+    try:
         # The next frame is already in the kernel when the first one is handled.
         conn.sendall(publish_frame("t/c", b"two"))
         await await_for(lambda: _input_waiting(protocol._descriptor), 5)
@@ -114,19 +123,12 @@ async def test_replies_wait_for_input_already_waiting_then_go_in_one_send() -> N
         protocol.dataReceived(publish_frame("t/d", b"three"))
         assert recv_now(conn) == publish_frame("reply/t/d", b"re:three")
     finally:
-        protocol.transport.abortConnection()
-        conn.close()
-        server.close()
+        close(protocol, conn, server)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_long_chunk_sends_its_replies_every_push_every_messages() -> None:
     """40 messages in one chunk: replies reach the kernel after every PUSH_EVERY of them, and the rest at the end."""
-    from twisted.internet import reactor
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     seen_by_peer: list[int] = []
     holder: dict[str, socket.socket] = {}
 
@@ -136,15 +138,9 @@ async def test_a_long_chunk_sends_its_replies_every_push_every_messages() -> Non
             seen_by_peer.append(len(recv_now(holder["conn"])))
             super().mqtt_message(session, topic, payload)
 
-    listener = Watching()
-    protocol = PahoProtocol(listener=listener, clock=reactor, client_id="chunk-test", keepalive=60)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
-    conn, _ = server.accept()
+    protocol, conn, server = await connacked(Watching(), "chunk-test")
     holder["conn"] = conn
     try:
-        recv_now(conn)  # CONNECT
-        conn.sendall(CONNACK_OK)
-        await await_for(lambda: protocol.connacked, 5)
         chunk = b"".join(publish_frame(f"t/{n:02d}", b"x") for n in range(40))
         protocol.dataReceived(chunk)
         reply = len(publish_frame("reply/t/00", b"re:x"))
@@ -153,20 +149,13 @@ async def test_a_long_chunk_sends_its_replies_every_push_every_messages() -> Non
         assert [seen_by_peer[n] for n in arrived] == [PUSH_EVERY * reply] * 2
         assert len(recv_now(conn)) == (40 - 2 * PUSH_EVERY) * reply  # the rest, after the chunk
     finally:
-        protocol.transport.abortConnection()
-        conn.close()
-        server.close()
+        close(protocol, conn, server)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_send_barrier_runs_before_any_reply_reaches_the_kernel() -> None:
     """mqtt_before_send runs before each push and before writes are left to the reactor: at each call, the
     peer has nothing that was written after the previous call."""
-    from twisted.internet import reactor
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     state: dict[str, Any] = {"received": 0, "written": 0, "at_last_barrier": 0, "barriers": 0, "conn": None}
     violations: list[tuple[int, int]] = []
 
@@ -187,13 +176,8 @@ async def test_the_send_barrier_runs_before_any_reply_reaches_the_kernel() -> No
                 violations.append((state["received"], state["at_last_barrier"]))
             state["at_last_barrier"] = state["written"]
 
-    protocol = PahoProtocol(listener=WithBarrier(), clock=reactor, client_id="barrier-test", keepalive=60)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.getsockname()[1]), protocol)
-    conn, _ = server.accept()
+    protocol, conn, server = await connacked(WithBarrier(), "barrier-test")
     try:
-        recv_now(conn)  # CONNECT
-        conn.sendall(CONNACK_OK)
-        await await_for(lambda: protocol.connacked, 5)
         state["conn"] = conn
         protocol.dataReceived(b"".join(publish_frame(f"t/{n:02d}", b"x") for n in range(2 * PUSH_EVERY + 3)))
         assert state["barriers"] == 3  # after each PUSH_EVERY messages, and after the chunk
@@ -207,9 +191,7 @@ async def test_the_send_barrier_runs_before_any_reply_reaches_the_kernel() -> No
         assert state["received"] == state["written"] == state["at_last_barrier"]
         assert violations == []
     finally:
-        protocol.transport.abortConnection()
-        conn.close()
-        server.close()
+        close(protocol, conn, server)
 
 
 def test_socket_descriptor_unwraps_and_tolerates_memory_transports() -> None:
