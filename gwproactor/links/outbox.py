@@ -272,15 +272,11 @@ class Outbox:
             self._priority[event_id] = priority
         if not self._active or event_id in self._in_flight:
             return
-        if data is not None and self._fresh_bytes + len(data) <= FRESH_BYTES and self._is_pending is not None:
+        if data is not None and self._fresh_bytes + len(data) <= FRESH_BYTES:
             self._fresh[event_id] = data
             self._fresh_bytes += len(data)
         self._queue.append(event_id, priority)
         self.pump()
-
-    @property
-    def _is_pending(self) -> Callable[[str], bool] | None:
-        return getattr(self.store, "is_pending", None)
 
     def _read(self, event_id: str) -> bytes:
         """The payload to send: the fresh copy of a just-appended event if still pending, else the store's."""
