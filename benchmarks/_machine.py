@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import platform
+import pstats
 import sys
 from typing import Any
 
@@ -53,3 +55,16 @@ def machine_info(directory: str | None = None, reactor: Any = None) -> dict[str,
     if reactor is not None:
         info["reactor"] = type(reactor).__module__ + "." + type(reactor).__name__
     return info
+
+
+def profile_top(profile: Any, n: int = 30) -> dict[str, list[str]]:
+    """The top ``n`` functions of a profile (a ``cProfile.Profile`` or a stats file path) by own and by cumulative time."""
+    out: dict[str, list[str]] = {}
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        stats = pstats.Stats(profile, stream=buf)
+        stats.sort_stats(key).print_stats(n)
+        lines = buf.getvalue().splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), 0)
+        out[key] = [line.rstrip() for line in lines[start:] if line.strip()]
+    return out

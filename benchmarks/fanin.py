@@ -14,9 +14,7 @@ children, the time for all links to become active, and the subscriptions on the 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import pstats
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from twisted.internet import defer, task
 from gwproactor_test.broker import PrivateBroker
 
 from _fanin_run import run_one  # benchmarks/ is on sys.path when a script runs from it
-from _machine import machine_info
+from _machine import machine_info, profile_top
 
 TARGETS = {
     "links_active_on_one_connection": 1000,
@@ -35,19 +33,6 @@ TARGETS = {
     "parent_rss_mib_max": 150,
     "ack_p99_ms_max": 20,
 }
-
-
-def profile_top(path: str, n: int = 30) -> dict[str, list[str]]:
-    """The parent's profile: the top ``n`` functions by own time and by cumulative time."""
-    out: dict[str, list[str]] = {}
-    for key in ("tottime", "cumulative"):
-        buf = io.StringIO()
-        stats = pstats.Stats(path, stream=buf)
-        stats.sort_stats(key).print_stats(n)
-        lines = buf.getvalue().splitlines()
-        start = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), 0)
-        out[key] = [line.rstrip() for line in lines[start:] if line.strip()]
-    return out
 
 
 def judge(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
-import pstats
 import statistics
 import sys
 import tempfile
@@ -85,7 +83,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile one more round; top functions in the JSON")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _machine import machine_info
+    from _machine import machine_info, profile_top
 
     rounds = [one_round(args.events, None) for _ in range(args.rounds)]
     out = {
@@ -100,9 +98,7 @@ def main() -> None:
     if args.profile:
         profile = cProfile.Profile()
         one_round(args.events, profile)
-        text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
-        out["profile_top_tottime"] = [line for line in text.getvalue().splitlines() if line.strip()][-26:]
+        out["profile_top_tottime"] = profile_top(profile, 25)["tottime"]
     print(json.dumps(out, indent=2))
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
-import pstats
 import statistics
 import sys
 import tempfile
@@ -137,7 +135,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=("idle", "per-turn", "burst"), default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _machine import machine_info
+    from _machine import machine_info, profile_top
 
     out: dict[str, Any] = {
         "benchmark": "send_path",
@@ -154,9 +152,7 @@ def main() -> None:
     if args.profile:
         profile = cProfile.Profile()
         one_round(args.events, args.profile, profile)
-        text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(30)
-        out["profile_top_tottime"] = [line for line in text.getvalue().splitlines() if line.strip()][-31:]
+        out["profile_top_tottime"] = profile_top(profile, 30)["tottime"]
     print(json.dumps(out, indent=2))
 
 
